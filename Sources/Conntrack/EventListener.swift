@@ -1,0 +1,131 @@
+import CNetfilter
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A conntrack event from the kernel.
+public enum FlowEvent: Sendable, Equatable {
+    case new(Flow)
+    case update(Flow)
+    case destroy(Flow)
+    /// Events were lost (the kernel reported ENOBUFS, or a message did not fit):
+    /// whoever mirrors the table owes a resync from a dump.
+    case overrun
+
+    public var flow: Flow? {
+        switch self {
+        case .new(let f), .update(let f), .destroy(let f): return f
+        case .overrun: return nil
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .new: return "NEW"
+        case .update: return "UPDATE"
+        case .destroy: return "DESTROY"
+        case .overrun: return "OVERRUN"
+        }
+    }
+}
+
+/// Which event kinds to subscribe to.
+public struct EventTypes: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let new = EventTypes(rawValue: 1)  // NF_NETLINK_CONNTRACK_NEW
+    public static let update = EventTypes(rawValue: 2)  // NF_NETLINK_CONNTRACK_UPDATE
+    public static let destroy = EventTypes(rawValue: 4)  // NF_NETLINK_CONNTRACK_DESTROY
+    public static let all: EventTypes = [.new, .update, .destroy]
+
+    /// Parses `NEW,UPDATE,DESTROY` (case-insensitive), as conntrack's `-e`.
+    public init?(list: String) {
+        var result: EventTypes = []
+        for part in list.split(separator: ",") {
+            switch part.uppercased() {
+            case "NEW": result.insert(.new)
+            case "UPDATE", "UPDATES": result.insert(.update)
+            case "DESTROY": result.insert(.destroy)
+            case "ALL": result.formUnion(.all)
+            default: return nil
+            }
+        }
+        if result.isEmpty { return nil }
+        self = result
+    }
+}
+
+/// Subscribes to the kernel's conntrack events in the current network namespace.
+///
+/// Reads in batches: `next` waits for the first event, then takes whatever else is
+/// queued (up to a limit) without blocking. The receive buffer is set with
+/// SO_RCVBUFFORCE; a datagram is never truncated silently (a cut message is
+/// reported as `.overrun`, like ENOBUFS), so a caller never misses a loss.
+public final class EventListener {
+    private let socket: MnlSocket
+    private let buffer: UnsafeMutableRawBufferPointer
+    /// Events lost so far (count of overrun reports).
+    public private(set) var overruns = 0
+
+    public init(types: EventTypes = .all, receiveBufferSize: Int = 4 << 20) throws(KernelError) {
+        socket = try MnlSocket(groups: types.rawValue, receiveBufferSize: receiveBufferSize)
+        buffer = .allocate(byteCount: 1 << 17, alignment: 8)
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// The socket's receive buffer as the kernel reports it.
+    public var receiveBufferSize: Int { socket.receiveBufferSize }
+
+    /// Grows (or shrinks) the receive buffer, e.g. after an overrun.
+    public func setReceiveBufferSize(_ bytes: Int) throws(KernelError) {
+        try socket.setReceiveBufferSize(bytes)
+    }
+
+    /// The file descriptor, for callers that multiplex with poll/epoll.
+    public var fileDescriptor: Int32 { socket.fileDescriptor }
+
+    /// Waits up to `timeoutMilliseconds` (-1: forever) for events and returns a batch of at
+    /// most `limit`; empty on timeout.
+    public func next(timeoutMilliseconds: Int32, limit: Int = 4096) throws -> [FlowEvent] {
+        guard socket.waitReadable(milliseconds: timeoutMilliseconds) else { return [] }
+        var events: [FlowEvent] = []
+        guard let ct = nfct_new() else { throw KernelError.build(detail: "out of memory") }
+        defer { nfct_destroy(ct) }
+        while events.count < limit {
+            let n: Int
+            do {
+                n = try socket.receive(into: buffer, wait: false)
+            } catch KernelError.overrun {
+                overruns += 1
+                events.append(.overrun)
+                continue
+            } catch KernelError.truncated {
+                overruns += 1
+                events.append(.overrun)
+                continue
+            }
+            if n == 0 { break }
+            for message in try NetlinkMessage.split(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n), operation: "events") {
+                if let event = Self.event(from: message, scratch: ct) { events.append(event) }
+            }
+        }
+        return events
+    }
+
+    static func event(from message: NetlinkMessage, scratch: OpaquePointer) -> FlowEvent? {
+        guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK),
+            let flow = KernelTable.parseFlow(message, reuse: scratch)
+        else { return nil }
+        switch UInt32(message.type & 0xff) {
+        case IPCTNL_MSG_CT_NEW.rawValue:
+            let creating = UInt16(NLM_F_CREATE | NLM_F_EXCL)
+            return message.flags & creating != 0 ? .new(flow) : .update(flow)
+        case IPCTNL_MSG_CT_DELETE.rawValue:
+            return .destroy(flow)
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,242 @@
+/// One direction of a flow: addresses and, for port-carrying protocols, ports
+/// (GRE keys travel in the port slots, as in the kernel's tuple).
+public struct Tuple: Hashable, Sendable {
+    public var source: IPAddress
+    public var destination: IPAddress
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+
+    public init(source: IPAddress, destination: IPAddress, sourcePort: UInt16 = 0, destinationPort: UInt16 = 0) {
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+    }
+
+    /// The tuple seen from the other end: addresses and ports swapped.
+    public var inverted: Tuple {
+        Tuple(source: destination, destination: source, sourcePort: destinationPort, destinationPort: sourcePort)
+    }
+}
+
+/// ICMP / ICMPv6 identity of a flow (original direction, as the kernel keys it).
+public struct ICMPInfo: Hashable, Sendable {
+    public var type: UInt8
+    public var code: UInt8
+    public var id: UInt16
+    public init(type: UInt8, code: UInt8, id: UInt16) {
+        self.type = type
+        self.code = code
+        self.id = id
+    }
+
+    /// The type the reply direction carries (echo request 8 → reply 0, ...), as the kernel inverts it.
+    public func replyType(family: AddressFamily) -> UInt8 {
+        let pairs: [(UInt8, UInt8)] =
+            family == .ipv4
+            ? [(8, 0), (0, 8), (13, 14), (14, 13), (15, 16), (16, 15), (17, 18), (18, 17)]
+            : [(128, 129), (129, 128), (130, 131), (131, 130)]
+        return pairs.first { $0.0 == type }?.1 ?? type
+    }
+}
+
+/// TCP protocol state and window-tracking data.
+public struct TCPInfo: Hashable, Sendable {
+    public var state: TCPState
+    /// `IP_CT_TCP_FLAG_*` per direction (window scale seen, SACK permitted, close init, be liberal, ...).
+    public var originalFlags: UInt8
+    public var replyFlags: UInt8
+    public var originalWindowScale: UInt8
+    public var replyWindowScale: UInt8
+
+    public init(
+        state: TCPState, originalFlags: UInt8 = 0, replyFlags: UInt8 = 0, originalWindowScale: UInt8 = 0,
+        replyWindowScale: UInt8 = 0
+    ) {
+        self.state = state
+        self.originalFlags = originalFlags
+        self.replyFlags = replyFlags
+        self.originalWindowScale = originalWindowScale
+        self.replyWindowScale = replyWindowScale
+    }
+}
+
+public struct SCTPInfo: Hashable, Sendable {
+    public var state: SCTPState
+    public var originalVerificationTag: UInt32
+    public var replyVerificationTag: UInt32
+    public init(state: SCTPState, originalVerificationTag: UInt32 = 0, replyVerificationTag: UInt32 = 0) {
+        self.state = state
+        self.originalVerificationTag = originalVerificationTag
+        self.replyVerificationTag = replyVerificationTag
+    }
+}
+
+public struct DCCPInfo: Hashable, Sendable {
+    public var state: DCCPState
+    public var role: UInt8
+    public var handshakeSequence: UInt64
+    public init(state: DCCPState, role: UInt8 = 0, handshakeSequence: UInt64 = 0) {
+        self.state = state
+        self.role = role
+        self.handshakeSequence = handshakeSequence
+    }
+}
+
+/// TCP sequence adjustment of a NAT helper (e.g. FTP), per direction.
+public struct SequenceAdjustment: Hashable, Sendable {
+    public var correctionPosition: UInt32
+    public var offsetBefore: UInt32
+    public var offsetAfter: UInt32
+    public init(correctionPosition: UInt32, offsetBefore: UInt32, offsetAfter: UInt32) {
+        self.correctionPosition = correctionPosition
+        self.offsetBefore = offsetBefore
+        self.offsetAfter = offsetAfter
+    }
+}
+
+public struct NATSequenceAdjustment: Hashable, Sendable {
+    public var original: SequenceAdjustment
+    public var reply: SequenceAdjustment
+    public init(original: SequenceAdjustment, reply: SequenceAdjustment) {
+        self.original = original
+        self.reply = reply
+    }
+}
+
+/// Packet and byte counters per direction (present when `nf_conntrack_acct` is on).
+public struct FlowCounters: Hashable, Sendable {
+    public var originalPackets: UInt64
+    public var originalBytes: UInt64
+    public var replyPackets: UInt64
+    public var replyBytes: UInt64
+    public init(originalPackets: UInt64, originalBytes: UInt64, replyPackets: UInt64, replyBytes: UInt64) {
+        self.originalPackets = originalPackets
+        self.originalBytes = originalBytes
+        self.replyPackets = replyPackets
+        self.replyBytes = replyBytes
+    }
+}
+
+/// Connection labels: a 128-bit set (the kernel's `NF_CT_LABELS_MAX_SIZE`), held by value.
+public struct FlowLabels: Hashable, Sendable {
+    public var words: (UInt64, UInt64)
+    public init() { words = (0, 0) }
+    public init(bits: [Int]) {
+        self.init()
+        for bit in bits { insert(bit) }
+    }
+    public static let maxBit = 127
+    public var isEmpty: Bool { words.0 == 0 && words.1 == 0 }
+    public func contains(_ bit: Int) -> Bool {
+        guard bit >= 0 && bit <= Self.maxBit else { return false }
+        return bit < 64 ? words.0 & (1 << UInt64(bit)) != 0 : words.1 & (1 << UInt64(bit - 64)) != 0
+    }
+    public mutating func insert(_ bit: Int) {
+        guard bit >= 0 && bit <= Self.maxBit else { return }
+        if bit < 64 { words.0 |= 1 << UInt64(bit) } else { words.1 |= 1 << UInt64(bit - 64) }
+    }
+    public var bits: [Int] { (0...Self.maxBit).filter { contains($0) } }
+    public static func == (a: FlowLabels, b: FlowLabels) -> Bool { a.words == b.words }
+    public func hash(into h: inout Hasher) {
+        h.combine(words.0)
+        h.combine(words.1)
+    }
+}
+
+/// What identifies a flow in the kernel table: the original tuple, protocol, ICMP identity and zone.
+public struct FlowKey: Hashable, Sendable {
+    public var proto: L4Protocol
+    public var original: Tuple
+    public var icmp: ICMPInfo?
+    public var zone: UInt16
+}
+
+/// One tracked connection, as a firewall pair must carry it: both tuples (NAT is what
+/// differs between them), protocol state, status bits, timeout, mark, zone, labels,
+/// helper and sequence adjustment. A value type; no references, no C pointers.
+public struct Flow: Hashable, Sendable {
+    public var family: AddressFamily
+    public var proto: L4Protocol
+    public var original: Tuple
+    public var reply: Tuple
+    public var icmp: ICMPInfo?
+    public var tcp: TCPInfo?
+    public var sctp: SCTPInfo?
+    public var dccp: DCCPInfo?
+    public var status: FlowStatus
+    /// Seconds left before the kernel expires the flow; nil when not known/not to be set.
+    public var timeout: UInt32?
+    public var mark: UInt32
+    public var zone: UInt16
+    public var labels: FlowLabels
+    public var helper: String?
+    public var sequenceAdjustment: NATSequenceAdjustment?
+    public var counters: FlowCounters?
+    /// The kernel's reference count (informational, never written).
+    public var use: UInt32?
+    /// The kernel's flow id (informational; used to make deletes exact).
+    public var id: UInt32?
+
+    /// A flow whose reply tuple is the inverse of the original (no NAT).
+    public init(
+        proto: L4Protocol, original: Tuple, reply: Tuple? = nil, icmp: ICMPInfo? = nil, tcp: TCPInfo? = nil,
+        status: FlowStatus = [], timeout: UInt32? = nil, mark: UInt32 = 0, zone: UInt16 = 0
+    ) {
+        self.family = original.source.family
+        self.proto = proto
+        self.original = original
+        self.reply = reply ?? original.inverted
+        self.icmp = icmp
+        self.tcp = tcp
+        self.status = status
+        self.timeout = timeout
+        self.mark = mark
+        self.zone = zone
+        self.labels = FlowLabels()
+    }
+
+    public var key: FlowKey { FlowKey(proto: proto, original: original, icmp: icmp, zone: zone) }
+
+    /// The state name conntrack prints for this flow's protocol, if it has one.
+    public var stateName: String? {
+        if let tcp { return tcp.state.name }
+        if let sctp { return sctp.state.name }
+        if let dccp { return dccp.state.name }
+        return nil
+    }
+
+    /// Source NAT address: where the reply is sent to, when that is not the original source.
+    public var sourceNAT: IPAddress? { reply.destination != original.source ? reply.destination : nil }
+    /// Destination NAT address: where the reply comes from, when that is not the original destination.
+    public var destinationNAT: IPAddress? { reply.source != original.destination ? reply.source : nil }
+    /// Source port NAT (the reply's destination port), when it differs.
+    public var sourcePortNAT: UInt16? {
+        proto.hasPorts && reply.destinationPort != original.sourcePort ? reply.destinationPort : nil
+    }
+    /// Destination port NAT (the reply's source port), when it differs.
+    public var destinationPortNAT: UInt16? {
+        proto.hasPorts && reply.sourcePort != original.destinationPort ? reply.sourcePort : nil
+    }
+    public var isNATed: Bool {
+        sourceNAT != nil || destinationNAT != nil || sourcePortNAT != nil || destinationPortNAT != nil
+    }
+
+    /// Compares what a peer or the kernel must preserve, ignoring the kernel-owned
+    /// fields (timeout countdown, counters, use, id) that change by themselves.
+    public func sameState(as other: Flow) -> Bool {
+        var a = self
+        var b = other
+        for f in [\Flow.timeout] as [WritableKeyPath<Flow, UInt32?>] {
+            a[keyPath: f] = nil
+            b[keyPath: f] = nil
+        }
+        a.counters = nil
+        b.counters = nil
+        a.use = nil
+        b.use = nil
+        a.id = nil
+        b.id = nil
+        return a == b
+    }
+}

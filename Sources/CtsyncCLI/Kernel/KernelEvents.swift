@@ -1,0 +1,85 @@
+import ArgumentParser
+import Conntrack
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
+
+/// `ctsync kernel events`: like `conntrack -E -o timestamp`, one line per event, until
+/// interrupted, `--count N` events or `--timeout S` seconds.
+struct KernelEvents: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events", abstract: "Print conntrack events (NEW, UPDATE, DESTROY) as they happen.")
+
+    @OptionGroup var filter: FlowFilterOptions
+    @OptionGroup var output: OutputOptions
+
+    @Option(name: [.customShort("e"), .customLong("event-mask")], help: "Event types: comma list of NEW, UPDATE, DESTROY (default all).")
+    var eventMask: String = "NEW,UPDATE,DESTROY"
+
+    @Option(name: .customLong("count"), help: "Stop after this many events.")
+    var count: Int?
+
+    @Option(name: .customLong("timeout"), help: "Stop after this many seconds.")
+    var timeout: Double?
+
+    @Option(name: .customLong("buffer-size"), help: "Socket receive buffer in bytes (SO_RCVBUFFORCE).")
+    var bufferSize: Int = 8 << 20
+
+    func validate() throws {
+        if EventTypes(list: eventMask) == nil {
+            throw ValidationError("bad event mask '\(eventMask)' for -e/--event-mask: expected a comma list of NEW, UPDATE, DESTROY")
+        }
+        if let count, count <= 0 { throw ValidationError("--count must be positive, got \(count)") }
+        if let timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive seconds, got \(timeout)") }
+        if bufferSize < 4096 { throw ValidationError("--buffer-size must be at least 4096 bytes, got \(bufferSize)") }
+    }
+
+    func run() throws {
+        try requireRoot("listening to conntrack events")
+        let listener = try EventListener(types: EventTypes(list: eventMask)!, receiveBufferSize: bufferSize)
+        let criteria = filter.filter
+        let format = output.format
+        let sink = OutputSink(limit: 0)
+        signal(SIGINT) { _ in interrupted = 1 }
+        signal(SIGTERM) { _ in interrupted = 1 }
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        var shown = 0
+        var lost = 0
+        loop: while interrupted == 0 {
+            var wait: Int32 = 250
+            if let deadline {
+                let left = deadline.timeIntervalSinceNow
+                if left <= 0 { break }
+                wait = Int32(min(250, max(1, left * 1000)))
+            }
+            for event in try listener.next(timeoutMilliseconds: wait) {
+                let now = Date().timeIntervalSince1970
+                if let flow = event.flow, !criteria.matches(flow) { continue }
+                if event == .overrun { lost += 1 }
+                sink.line(Self.render(event, at: now, format: format))
+                shown += 1
+                if let count, shown >= count { break loop }
+            }
+        }
+        sink.flush()
+        summary("\(shown) flow events have been shown." + (lost > 0 ? " Events were lost \(lost) time(s) (overrun)." : ""))
+    }
+
+    static func render(_ event: FlowEvent, at time: Double, format: OutputFormat) -> String {
+        let stamp = String(format: "%.6f", time)
+        guard let flow = event.flow else {
+            if format.style == .json {
+                return "{\"event\":\"overrun\",\"timestamp\":\(stamp),\"detail\":\"events lost (ENOBUFS): a resync from a dump is owed\"}"
+            }
+            return "[\(stamp)]\t[OVERRUN] events lost (ENOBUFS): a resync from a dump is owed"
+        }
+        if format.style == .json {
+            return FlowJSON.encode(flow, extra: [("event", "\"\(event.name.lowercased())\""), ("timestamp", stamp)])
+        }
+        return "[\(stamp)]\t" + format.textFormat.line(flow, event: event.name)
+    }
+}

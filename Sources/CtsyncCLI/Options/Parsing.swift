@@ -1,0 +1,95 @@
+import ArgumentParser
+import Conntrack
+
+/// Argument parsers shared by every subcommand; each error names the option and what it wanted.
+enum ArgumentParsing {
+    static func address(_ option: String) -> @Sendable (String) throws -> AddressMatch {
+        { text in
+            guard let a = AddressMatch(text) else {
+                throw ValidationError("bad address '\(text)' for \(option): expected an IPv4 or IPv6 address, optionally with /prefix")
+            }
+            return a
+        }
+    }
+
+    static func exactAddress(_ option: String) -> @Sendable (String) throws -> IPAddress {
+        { text in
+            guard let a = IPAddress(text) else {
+                throw ValidationError("bad address '\(text)' for \(option): expected an IPv4 or IPv6 address")
+            }
+            return a
+        }
+    }
+
+    static func port(_ option: String) -> @Sendable (String) throws -> UInt16 {
+        { text in
+            guard let p = UInt16(text) else { throw ValidationError("bad port '\(text)' for \(option): expected 0-65535") }
+            return p
+        }
+    }
+
+    static func proto(_ text: String) throws -> L4Protocol {
+        guard let p = L4Protocol(name: text) else {
+            throw ValidationError(
+                "unknown protocol '\(text)' for -p/--proto: expected tcp, udp, udplite, icmp, icmpv6, sctp, dccp, gre or a number 0-255")
+        }
+        return p
+    }
+
+    static func family(_ text: String) throws -> AddressFamily {
+        guard let f = AddressFamily(name: text) else {
+            throw ValidationError("unknown family '\(text)' for -f/--family: expected ipv4 or ipv6")
+        }
+        return f
+    }
+
+    static func mark(_ option: String) -> @Sendable (String) throws -> MarkMatch {
+        { text in
+            guard let m = MarkMatch(text) else {
+                throw ValidationError("bad mark '\(text)' for \(option): expected a 32-bit number, optionally /mask (decimal or 0x hex)")
+            }
+            return m
+        }
+    }
+
+    static func status(_ text: String) throws -> FlowStatus {
+        guard let s = FlowStatus(list: text) else {
+            throw ValidationError(
+                "unknown status '\(text)' for -u/--status: expected a comma list of \(FlowStatus.bitNames.joined(separator: ", ")) or UNSET")
+        }
+        return s
+    }
+
+    static func uint<T: FixedWidthInteger & SendableMetatype>(_ option: String, _ what: String) -> @Sendable (String) throws -> T {
+        { text in
+            let value: T? = text.lowercased().hasPrefix("0x") ? T(text.dropFirst(2), radix: 16) : T(text)
+            guard let value else {
+                throw ValidationError("bad \(what) '\(text)' for \(option): expected a number 0-\(T.max)")
+            }
+            return value
+        }
+    }
+
+    static func label(_ text: String) throws -> Int {
+        guard let n = Int(text), (0...FlowLabels.maxBit).contains(n) else {
+            throw ValidationError("bad label '\(text)' for --label: expected a bit number 0-\(FlowLabels.maxBit)")
+        }
+        return n
+    }
+
+    /// Checks a state name against the protocol (TCP when none is given).
+    static func checkState(_ state: String, proto: L4Protocol?) throws {
+        let p = proto ?? .tcp
+        let known: [String]
+        switch p {
+        case .tcp: known = TCPState.stateNames
+        case .sctp: known = SCTPState.stateNames
+        case .dccp: known = DCCPState.stateNames
+        default:
+            throw ValidationError("--state needs -p tcp, sctp or dccp; \(p.name) flows have no state")
+        }
+        if !known.contains(state.uppercased()) {
+            throw ValidationError("unknown \(p.name) state '\(state)' for --state: expected one of \(known.joined(separator: ", "))")
+        }
+    }
+}

@@ -1,0 +1,3 @@
+import CtsyncCLI
+
+CtsyncCommand.main()
