@@ -183,13 +183,9 @@ public final class KernelTable {
             var lastHeader: UnsafeMutablePointer<nlmsghdr>?
             while index < flows.endIndex && index - batchStart < size && used + Self.messageReserve <= sendBuffer.count {
                 let flow = flows[index]
-                let header = ctsync_put_ct_header(
-                    sendBuffer.baseAddress! + used, UInt8(type.rawValue), flags, nextSequence, flow.family.rawValue)!
-                try NFConntrack.with(flow, purpose: purpose) { ct in
-                    if nfct_nlmsg_build(header, ct) < 0 {
-                        throw KernelError.build(detail: "libnetfilter_conntrack refused flow \(index)")
-                    }
-                }
+                let header = try NFConntrack.buildMessage(
+                    at: sendBuffer.baseAddress! + used, flow: flow, type: type, flags: flags, sequence: nextSequence,
+                    purpose: purpose)
                 used += Int((header.pointee.nlmsg_len + 3) & ~3)
                 nextSequence &+= 1
                 lastHeader = header
@@ -278,10 +274,8 @@ public final class KernelTable {
     private func sendFlowRequest(_ flow: Flow, type: cntl_msg_types, flags: UInt16, purpose: NFConntrack.Purpose) throws -> UInt32 {
         let seq = nextSequence
         nextSequence &+= 1
-        let header = ctsync_put_ct_header(sendBuffer.baseAddress!, UInt8(type.rawValue), flags, seq, flow.family.rawValue)!
-        try NFConntrack.with(flow, purpose: purpose) { ct in
-            if nfct_nlmsg_build(header, ct) < 0 { throw KernelError.build(detail: "libnetfilter_conntrack refused the flow") }
-        }
+        let header = try NFConntrack.buildMessage(
+            at: sendBuffer.baseAddress!, flow: flow, type: type, flags: flags, sequence: seq, purpose: purpose)
         try transport.send(UnsafeRawBufferPointer(start: sendBuffer.baseAddress, count: Int(header.pointee.nlmsg_len)))
         return seq
     }

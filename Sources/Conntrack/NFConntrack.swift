@@ -23,6 +23,26 @@ enum NFConntrack {
         return try body(ct)
     }
 
+    /// Writes one complete ctnetlink request for `flow` at `buffer` (which must have room for
+    /// a conntrack message, 2 KiB is plenty) and returns its header.
+    static func buildMessage(
+        at buffer: UnsafeMutableRawPointer, flow: Flow, type: cntl_msg_types, flags: UInt16, sequence: UInt32,
+        purpose: Purpose
+    ) throws -> UnsafeMutablePointer<nlmsghdr> {
+        let header = ctsync_put_ct_header(buffer, UInt8(type.rawValue), flags, sequence, flow.family.rawValue)!
+        try with(flow, purpose: purpose) { ct in
+            if nfct_nlmsg_build(header, ct) < 0 {
+                throw KernelError.build(detail: "libnetfilter_conntrack refused \(FlowTextFormat().line(flow))")
+            }
+        }
+        // libnetfilter_conntrack never emits CTA_ID; with it the kernel deletes only the very
+        // flow that was dumped, not one re-created with the same tuple since.
+        if purpose == .delete, let id = flow.id {
+            mnl_attr_put_u32(header, UInt16(CTA_ID.rawValue), id.bigEndian)
+        }
+        return header
+    }
+
     static func fill(_ ct: OpaquePointer, from flow: Flow, purpose: Purpose) {
         let l3 = UInt8(flow.family.rawValue)
         nfct_set_attr_u8(ct, ATTR_ORIG_L3PROTO, l3)
@@ -42,7 +62,6 @@ enum NFConntrack {
             nfct_set_attr_u16(ct, ATTR_ZONE, flow.zone)
         }
         if purpose == .delete || purpose == .get {
-            if purpose == .delete, let id = flow.id { nfct_set_attr_u32(ct, ATTR_ID, id) }
             return
         }
 

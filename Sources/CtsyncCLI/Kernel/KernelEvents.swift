@@ -40,7 +40,10 @@ struct KernelEvents: ParsableCommand {
 
     func run() throws {
         try requireRoot("listening to conntrack events")
-        let listener = try EventListener(types: EventTypes(list: eventMask)!, receiveBufferSize: bufferSize)
+        let types = EventTypes(list: eventMask)!
+        let listener = try EventListener(types: types, receiveBufferSize: bufferSize)
+        // Said once subscribed, so a script can wait for it before it makes events happen.
+        summary("listening for \(eventMask.uppercased()) events")
         let criteria = filter.filter
         let format = output.format
         let sink = OutputSink(limit: 0)
