@@ -145,10 +145,31 @@ public final class KernelTable {
         }
     }
 
-    /// Empties the table (one family, or all) in one kernel operation.
-    public func flush(family: AddressFamily? = nil) throws {
-        let seq = try sendRequest(type: IPCTNL_MSG_CT_DELETE, flags: UInt16(NLM_F_REQUEST | NLM_F_ACK), family: family)
+    /// Empties the whole table in one kernel operation.
+    public func flush() throws {
+        let seq = try sendRequest(type: IPCTNL_MSG_CT_DELETE, flags: UInt16(NLM_F_REQUEST | NLM_F_ACK), family: nil)
         try receiveUntilDone(sequence: seq, operation: "flush") { _ in }
+    }
+
+    /// Deletes every flow of one family (the kernel's own flush ignores the family), in
+    /// batches. Returns how many were removed; flows that vanished meanwhile are not errors.
+    @discardableResult
+    public func flush(family: AddressFamily) throws -> Int {
+        try delete(matching: { _ in true }, family: family)
+    }
+
+    /// Deletes the flows `predicate` selects (of one family, or all), by dump and batched delete
+    /// carrying each flow's id, so a flow re-created meanwhile is left alone. Returns how many
+    /// were removed; throws if the kernel refused any for another reason than ENOENT.
+    @discardableResult
+    public func delete(matching predicate: (Flow) -> Bool, family: AddressFamily? = nil) throws -> Int {
+        var victims: [Flow] = []
+        try dump(family: family) { if predicate($0) { victims.append($0) } }
+        let report = try write(victims, operation: .delete)
+        if let failure = report.failures.first(where: { $0.errno != ENOENT }) {
+            throw KernelError.request(operation: "delete", errno: failure.errno)
+        }
+        return report.deleted
     }
 
     /// Writes many flows, `batchSize` netlink messages per `sendmsg`. Only the last message of

@@ -28,16 +28,7 @@ struct KernelDelete: ParsableCommand {
 
 /// Dumps, filters and deletes in batches. A flow that vanished meanwhile (ENOENT) is not an error.
 func deleteMatching(_ criteria: FlowFilter) throws -> Int {
-    let table = try KernelTable()
-    var victims: [Flow] = []
-    try table.dump(family: criteria.family) { if criteria.matches($0) { victims.append($0) } }
-    let result = try table.write(victims, operation: .delete)
-    let real = result.failures.filter { $0.errno != ENOENT }
-    if let first = real.first {
-        throw CLIError.failure(
-            "\(result.deleted) flow entries deleted, \(real.count) failed (first: \(errnoText(first.errno)))")
-    }
-    return result.deleted
+    try KernelTable().delete(matching: criteria.matches, family: criteria.family)
 }
 
 func report(_ count: Int, verb: String, format: OutputFormat) {
