@@ -79,7 +79,8 @@ func parseError(_ arguments: [String]) -> String? {
         let insert = try #require(command as? KernelInsert)
         let flow = try insert.spec.flow()
         #expect(flow.proto == .tcp && flow.tcp?.state == .established)
-        #expect(flow.original == Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 1000, destinationPort: 80))
+        #expect(
+            flow.original == Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 1000, destinationPort: 80))
         #expect(flow.reply.source == IPAddress("198.18.9.9") && flow.reply.sourcePort == 8080)
         #expect(flow.destinationNAT == IPAddress("198.18.9.9") && flow.destinationPortNAT == 8080)
         #expect(flow.timeout == 120 && flow.mark == 7 && flow.zone == 2)
@@ -101,9 +102,15 @@ func parseError(_ arguments: [String]) -> String? {
         (["kernel", "insert", "-s", "198.18.0.1", "-d", "198.18.0.2", "-t", "5"], "missing -p/--proto"),
         (["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2"], "missing -t/--timeout"),
         (["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "-t", "5"], "udp needs --sport and --dport"),
-        (["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "2001:db8::1", "--sport", "1", "--dport", "2", "-t", "5"], "different families"),
+        (
+            ["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "2001:db8::1", "--sport", "1", "--dport", "2", "-t", "5"],
+            "different families"
+        ),
         (["kernel", "insert", "-p", "icmp", "-s", "198.18.0.1", "-d", "198.18.0.2", "-t", "5"], "icmp needs --icmp-type"),
-        (["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "5", "--state", "SYN"], "unknown tcp state 'SYN'"),
+        (
+            ["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "5", "--state", "SYN"],
+            "unknown tcp state 'SYN'"
+        ),
         (["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1/24", "-d", "198.18.0.2"], "bad address '198.18.0.1/24' for -s/--src"),
         (["kernel", "insert", "--file", "x", "-p", "tcp"], "either --file or the flow's options"),
         (["kernel", "insert", "--file", "x", "--batch-size", "0"], "--batch-size must be 1-65536"),

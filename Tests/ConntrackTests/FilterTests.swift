@@ -19,7 +19,11 @@ import Testing
     @Test func byFamilyAndProtocol() {
         #expect(matching { $0.family = .ipv6 }.count == 2)
         #expect(matching { $0.proto = .tcp }.count == 4)
-        #expect(matching { $0.proto = .tcp; $0.family = .ipv6 }.count == 1)
+        #expect(
+            matching {
+                $0.proto = .tcp
+                $0.family = .ipv6
+            }.count == 1)
         #expect(matching { $0.proto = .gre }.count == 1)
     }
 
@@ -35,12 +39,20 @@ import Testing
         #expect(matching { $0.sourcePort = 1 }.count == 2)  // tcp zoned and udplite
         #expect(matching { $0.replyDestinationPort = 61000 }.count == 1)
         // ICMP flows have no ports, so a port criterion never matches them.
-        #expect(matching { $0.proto = .icmp; $0.sourcePort = 0 }.isEmpty)
+        #expect(
+            matching {
+                $0.proto = .icmp
+                $0.sourcePort = 0
+            }.isEmpty)
     }
 
     @Test func byStateMarkZoneStatusLabels() {
         #expect(matching { $0.state = "ESTABLISHED" }.count == 5)  // 4 tcp + sctp
-        #expect(matching { $0.proto = .tcp; $0.state = "SYN_SENT" }.isEmpty)
+        #expect(
+            matching {
+                $0.proto = .tcp
+                $0.state = "SYN_SENT"
+            }.isEmpty)
         #expect(matching { $0.mark = MarkMatch(value: 7) }.count == 4)
         #expect(matching { $0.mark = MarkMatch("0xff00/0xff00") }.count == 1)  // the 0xffffffff udp flow
         #expect(matching { $0.zone = 9 }.count == 1)
@@ -52,7 +64,11 @@ import Testing
 
     @Test func byICMP() {
         #expect(matching { $0.icmpType = 8 }.count == 1)
-        #expect(matching { $0.icmpType = 128; $0.icmpID = 3 }.count == 1)
+        #expect(
+            matching {
+                $0.icmpType = 128
+                $0.icmpID = 3
+            }.count == 1)
         #expect(matching { $0.icmpID = 4 }.isEmpty)
     }
 

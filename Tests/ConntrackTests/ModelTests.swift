@@ -118,7 +118,8 @@ enum Samples {
         flows.append(snat)
         flows.append(tcp("2001:db8::1", "2001:db8::2", sport: 1234, dport: 22))
         var udp = Flow(
-            proto: .udp, original: Tuple(source: IPAddress("198.18.0.5")!, destination: IPAddress("198.18.0.53")!, sourcePort: 5353, destinationPort: 53),
+            proto: .udp,
+            original: Tuple(source: IPAddress("198.18.0.5")!, destination: IPAddress("198.18.0.53")!, sourcePort: 5353, destinationPort: 53),
             timeout: 30)
         udp.mark = 0xffff_ffff
         flows.append(udp)
@@ -136,17 +137,20 @@ enum Samples {
         sctp.sctp = SCTPInfo(state: SCTPState(name: "ESTABLISHED")!, originalVerificationTag: 0xdead_beef, replyVerificationTag: 5)
         flows.append(sctp)
         var dccp = Flow(
-            proto: .dccp, original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 9, destinationPort: 10),
+            proto: .dccp,
+            original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 9, destinationPort: 10),
             timeout: 100)
         dccp.dccp = DCCPInfo(state: DCCPState(name: "OPEN")!, role: 1, handshakeSequence: 1 << 40)
         flows.append(dccp)
         flows.append(
             Flow(
-                proto: .gre, original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 0x10, destinationPort: 0x20),
+                proto: .gre,
+                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 0x10, destinationPort: 0x20),
                 timeout: 100))
         flows.append(
             Flow(
-                proto: .udplite, original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 1, destinationPort: 2),
+                proto: .udplite,
+                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 1, destinationPort: 2),
                 timeout: 100))
         return flows
     }

@@ -70,8 +70,8 @@ import Testing
         defer { ns.remove() }
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-events-\(getpid()).out")
         let err = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-events-\(getpid()).err")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
-        FileManager.default.createFile(atPath: err.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
         defer {
             try? FileManager.default.removeItem(at: out)
             try? FileManager.default.removeItem(at: err)
@@ -118,7 +118,8 @@ import Testing
         let usage = try ns.ctsync(["kernel", "list", "-s", "nonsense"])
         #expect(usage.status == 2)
         #expect(usage.stderr.contains("bad address 'nonsense' for -s/--src"))
-        let badFile = try ns.ctsync(["kernel", "insert", "--file", "-"], input: "{\"proto\":\"udp\"}\n{\"proto\":\"udp\",\"original\":{\"src\":\"1.2.3.4\",\"dst\":\"x\"}}\n")
+        let badFile = try ns.ctsync(
+            ["kernel", "insert", "--file", "-"], input: "{\"proto\":\"udp\"}\n{\"proto\":\"udp\",\"original\":{\"src\":\"1.2.3.4\",\"dst\":\"x\"}}\n")
         #expect(badFile.status == 2)
         #expect(badFile.stderr.contains("-:1: field 'original': missing"), "\(badFile.stderr)")
         if Host.has("setpriv") {

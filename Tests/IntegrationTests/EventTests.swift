@@ -62,7 +62,8 @@ import Testing
         let flows = (0..<5000).map { i in
             Flow(
                 proto: .udp,
-                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: UInt16(1000 + i), destinationPort: 53),
+                original: Tuple(
+                    source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: UInt16(1000 + i), destinationPort: 53),
                 timeout: 60)
         }
         let created = try ns.table { table in try table.write(flows, operation: .create).created }

@@ -157,7 +157,12 @@ import Testing
             #expect(again.created == 0 && again.failures.count == 1000)
             #expect(again.failures.allSatisfy { $0.errno == EEXIST })
             // createOrUpdate turns those into updates.
-            let committed = try table.write(Array(flows[0..<1000]).map { var f = $0; f.mark = 7; return f }, operation: .createOrUpdate)
+            let committed = try table.write(
+                Array(flows[0..<1000]).map {
+                    var f = $0
+                    f.mark = 7
+                    return f
+                }, operation: .createOrUpdate)
             #expect(committed.updated == 1000 && committed.created == 0 && committed.failures.isEmpty)
             #expect(try table.get(flows[10])?.mark == 7)
             // Batched delete of half, then the rest by flush.

@@ -9,13 +9,22 @@ import Testing
         let ns = try TestNamespace("cmp")
         defer { ns.remove() }
         let inserts: [[String]] = [
-            ["-p", "tcp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1000", "--dport", "80", "-u", "SEEN_REPLY,ASSURED", "--state", "ESTABLISHED", "-t", "300", "--mark", "7"],
-            ["-p", "tcp", "-s", "198.18.0.3", "-d", "198.18.0.4", "--sport", "1001", "--dport", "443", "--state", "SYN_SENT", "-t", "120", "-w", "5"],
+            [
+                "-p", "tcp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1000", "--dport", "80", "-u", "SEEN_REPLY,ASSURED", "--state",
+                "ESTABLISHED", "-t", "300", "--mark", "7",
+            ],
+            [
+                "-p", "tcp", "-s", "198.18.0.3", "-d", "198.18.0.4", "--sport", "1001", "--dport", "443", "--state", "SYN_SENT", "-t", "120", "-w",
+                "5",
+            ],
             ["-p", "udp", "-s", "198.18.0.5", "-d", "198.18.0.53", "--sport", "5353", "--dport", "53", "-t", "30"],
             ["-p", "icmp", "-s", "198.18.0.1", "-d", "198.18.0.9", "--icmp-type", "8", "--icmp-code", "0", "--icmp-id", "77", "-t", "30"],
             ["-p", "tcp", "-s", "2001:db8::1", "-d", "2001:db8::2", "--sport", "22", "--dport", "2222", "--state", "ESTABLISHED", "-t", "300"],
             ["-p", "udp", "-s", "2001:db8::1", "-d", "2001:db8::53", "--sport", "53", "--dport", "53", "-t", "60", "--mark", "42"],
-            ["-p", "tcp", "-s", "198.18.1.1", "-d", "198.18.1.2", "--sport", "5000", "--dport", "80", "-r", "198.18.9.9", "-q", "198.18.1.1", "--reply-port-src", "8080", "--reply-port-dst", "5000", "--state", "ESTABLISHED", "-t", "300"],
+            [
+                "-p", "tcp", "-s", "198.18.1.1", "-d", "198.18.1.2", "--sport", "5000", "--dport", "80", "-r", "198.18.9.9", "-q", "198.18.1.1",
+                "--reply-port-src", "8080", "--reply-port-dst", "5000", "--state", "ESTABLISHED", "-t", "300",
+            ],
         ]
         for args in inserts {
             let r = try ns.exec(["conntrack", "-I"] + args)
@@ -62,7 +71,10 @@ import Testing
         }
         let cases = [
             Case(
-                args: ["-p", "tcp", "-s", "198.18.2.1", "-d", "198.18.2.2", "--sport", "40000", "--dport", "443", "--state", "ESTABLISHED", "-t", "500", "-u", "SEEN_REPLY,ASSURED", "-m", "9", "-w", "4"],
+                args: [
+                    "-p", "tcp", "-s", "198.18.2.1", "-d", "198.18.2.2", "--sport", "40000", "--dport", "443", "--state", "ESTABLISHED", "-t", "500",
+                    "-u", "SEEN_REPLY,ASSURED", "-m", "9", "-w", "4",
+                ],
                 family: "ipv4", expect: ["src": "198.18.2.1", "dst": "198.18.2.2", "sport": "40000", "dport": "443"], state: "ESTABLISHED",
                 other: ["mark": "9", "zone": "4"]),
             Case(
@@ -82,7 +94,10 @@ import Testing
                 family: "ipv6", expect: ["src": "2001:db8::10", "dst": "2001:db8::20", "type": "128", "id": "5"], state: nil,
                 other: [:]),
             Case(
-                args: ["-p", "tcp", "-s", "198.18.3.1", "-d", "198.18.3.2", "--sport", "7", "--dport", "8", "--reply-dst", "198.18.200.1", "--reply-port-dst", "60000", "--state", "SYN_SENT", "-t", "200"],
+                args: [
+                    "-p", "tcp", "-s", "198.18.3.1", "-d", "198.18.3.2", "--sport", "7", "--dport", "8", "--reply-dst", "198.18.200.1",
+                    "--reply-port-dst", "60000", "--state", "SYN_SENT", "-t", "200",
+                ],
                 family: "ipv4", expect: ["src": "198.18.3.1", "dst": "198.18.3.2", "sport": "7", "dport": "8"], state: "SYN_SENT",
                 other: [:]),
         ]

@@ -46,7 +46,7 @@ struct KernelEvents: ParsableCommand {
         summary("listening for \(eventMask.uppercased()) events")
         let criteria = filter.filter
         let format = output.format
-        let sink = OutputSink(limit: 0)
+        let sink = OutputSink()
         signal(SIGINT) { _ in interrupted = 1 }
         signal(SIGTERM) { _ in interrupted = 1 }
         let deadline = timeout.map { Date().addingTimeInterval($0) }
@@ -67,6 +67,8 @@ struct KernelEvents: ParsableCommand {
                 shown += 1
                 if let count, shown >= count { break loop }
             }
+            // One write per batch of events: timely for a reader, cheap under a burst.
+            sink.flush()
         }
         sink.flush()
         summary("\(shown) flow events have been shown." + (lost > 0 ? " Events were lost \(lost) time(s) (overrun)." : ""))

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Conntrack
-import SyncDaemon
 import Foundation
+import SyncDaemon
 
 #if canImport(Glibc)
     import Glibc
@@ -12,22 +12,31 @@ struct FlowSpecOptions: ParsableArguments {
     @Option(name: [.customShort("p"), .customLong("proto")], help: "Layer-4 protocol.", transform: ArgumentParsing.proto)
     var proto: L4Protocol?
 
-    @Option(name: [.customShort("s"), .customLong("src"), .customLong("orig-src")], help: "Original source address.", transform: ArgumentParsing.exactAddress("-s/--src"))
+    @Option(
+        name: [.customShort("s"), .customLong("src"), .customLong("orig-src")], help: "Original source address.",
+        transform: ArgumentParsing.exactAddress("-s/--src"))
     var source: IPAddress?
 
-    @Option(name: [.customShort("d"), .customLong("dst"), .customLong("orig-dst")], help: "Original destination address.", transform: ArgumentParsing.exactAddress("-d/--dst"))
+    @Option(
+        name: [.customShort("d"), .customLong("dst"), .customLong("orig-dst")], help: "Original destination address.",
+        transform: ArgumentParsing.exactAddress("-d/--dst"))
     var destination: IPAddress?
 
-    @Option(name: [.customShort("r"), .customLong("reply-src")], help: "Reply source (differs from --dst under DNAT).", transform: ArgumentParsing.exactAddress("-r/--reply-src"))
+    @Option(
+        name: [.customShort("r"), .customLong("reply-src")], help: "Reply source (differs from --dst under DNAT).",
+        transform: ArgumentParsing.exactAddress("-r/--reply-src"))
     var replySource: IPAddress?
 
-    @Option(name: [.customShort("q"), .customLong("reply-dst")], help: "Reply destination (differs from --src under SNAT).", transform: ArgumentParsing.exactAddress("-q/--reply-dst"))
+    @Option(
+        name: [.customShort("q"), .customLong("reply-dst")], help: "Reply destination (differs from --src under SNAT).",
+        transform: ArgumentParsing.exactAddress("-q/--reply-dst"))
     var replyDestination: IPAddress?
 
     @Option(name: [.customLong("sport"), .customLong("orig-port-src")], help: "Original source port.", transform: ArgumentParsing.port("--sport"))
     var sourcePort: UInt16?
 
-    @Option(name: [.customLong("dport"), .customLong("orig-port-dst")], help: "Original destination port.", transform: ArgumentParsing.port("--dport"))
+    @Option(
+        name: [.customLong("dport"), .customLong("orig-port-dst")], help: "Original destination port.", transform: ArgumentParsing.port("--dport"))
     var destinationPort: UInt16?
 
     @Option(name: .customLong("reply-port-src"), help: "Reply source port.", transform: ArgumentParsing.port("--reply-port-src"))
@@ -204,7 +213,8 @@ func writeAndReport(_ flows: [Flow], operation: WriteOperation, batchSize: Int, 
     } else {
         summary("\(done) flow entries have been \(verb).")
         if flows.count > 1 {
-            summary(String(format: "%d flows in %.3f s (%.0f flows/s, batch %d, %d sendmsg calls)", flows.count, seconds, rate, batchSize, result.sends))
+            summary(
+                String(format: "%d flows in %.3f s (%.0f flows/s, batch %d, %d sendmsg calls)", flows.count, seconds, rate, batchSize, result.sends))
         }
     }
     guard result.failures.isEmpty else {

@@ -10,13 +10,16 @@ struct KernelUpdate: ParsableCommand {
 
     @OptionGroup var filter: TupleFilterOptions
 
-    @Option(name: [.customShort("m"), .long], help: "New mark: value, or value/mask to change only the masked bits.", transform: ArgumentParsing.mark("-m/--mark"))
+    @Option(
+        name: [.customShort("m"), .long], help: "New mark: value, or value/mask to change only the masked bits.",
+        transform: ArgumentParsing.mark("-m/--mark"))
     var mark: MarkMatch?
 
     @Option(name: [.customShort("t"), .long], help: "New timeout in seconds.", transform: ArgumentParsing.uint("-t/--timeout", "timeout"))
     var timeout: UInt32?
 
-    @Option(name: [.customShort("u"), .long], help: "Status bits to set (the kernel lets bits be set, not cleared).", transform: ArgumentParsing.status)
+    @Option(
+        name: [.customShort("u"), .long], help: "Status bits to set (the kernel lets bits be set, not cleared).", transform: ArgumentParsing.status)
     var status: FlowStatus?
 
     @Option(name: .customLong("label-add"), help: "Label bit to add (repeatable).", transform: ArgumentParsing.label)

@@ -33,7 +33,8 @@ public struct TupleFilterOptions: ParsableArguments {
     @Option(name: [.customLong("sport"), .customLong("orig-port-src")], help: "Original source port.", transform: ArgumentParsing.port("--sport"))
     var sourcePort: UInt16?
 
-    @Option(name: [.customLong("dport"), .customLong("orig-port-dst")], help: "Original destination port.", transform: ArgumentParsing.port("--dport"))
+    @Option(
+        name: [.customLong("dport"), .customLong("orig-port-dst")], help: "Original destination port.", transform: ArgumentParsing.port("--dport"))
     var destinationPort: UInt16?
 
     @Option(name: .customLong("reply-port-src"), help: "Reply source port.", transform: ArgumentParsing.port("--reply-port-src"))
@@ -61,7 +62,7 @@ public struct TupleFilterOptions: ParsableArguments {
 
     public mutating func validate() throws {
         if let state { try ArgumentParsing.checkState(state, proto: proto) }
-        if (sourcePort != nil || destinationPort != nil), let proto, !proto.hasPorts {
+        if sourcePort != nil || destinationPort != nil, let proto, !proto.hasPorts {
             throw ValidationError("--sport/--dport need a protocol with ports; \(proto.name) has none")
         }
         for (option, match) in [("-s", source), ("-d", destination), ("-r", replySource), ("-q", replyDestination)] {
@@ -96,7 +97,9 @@ public struct MarkFilterOptions: ParsableArguments {
     @Option(name: [.customShort("m"), .long], help: "Mark, as value or value/mask.", transform: ArgumentParsing.mark("-m/--mark"))
     var mark: MarkMatch?
 
-    @Option(name: [.customShort("u"), .long], help: "Status bits that must be set (comma list, e.g. ASSURED,SEEN_REPLY).", transform: ArgumentParsing.status)
+    @Option(
+        name: [.customShort("u"), .long], help: "Status bits that must be set (comma list, e.g. ASSURED,SEEN_REPLY).",
+        transform: ArgumentParsing.status)
     var status: FlowStatus?
 
     @Option(name: .customLong("label"), help: "Connection label bit that must be set (repeatable).", transform: ArgumentParsing.label)
