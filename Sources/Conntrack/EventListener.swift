@@ -91,8 +91,6 @@ public final class EventListener {
     public func next(timeoutMilliseconds: Int32, limit: Int = 4096) throws -> [FlowEvent] {
         guard socket.waitReadable(milliseconds: timeoutMilliseconds) else { return [] }
         var events: [FlowEvent] = []
-        guard let ct = nfct_new() else { throw KernelError.build(detail: "out of memory") }
-        defer { nfct_destroy(ct) }
         while events.count < limit {
             let n: Int
             do {
@@ -108,15 +106,15 @@ public final class EventListener {
             }
             if n == 0 { break }
             for message in try NetlinkMessage.split(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n), operation: "events") {
-                if let event = Self.event(from: message, scratch: ct) { events.append(event) }
+                if let event = Self.event(from: message) { events.append(event) }
             }
         }
         return events
     }
 
-    static func event(from message: NetlinkMessage, scratch: OpaquePointer) -> FlowEvent? {
+    static func event(from message: NetlinkMessage) -> FlowEvent? {
         guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK),
-            let flow = KernelTable.parseFlow(message, reuse: scratch)
+            let flow = KernelTable.parseFlow(message)
         else { return nil }
         switch UInt32(message.type & 0xff) {
         case IPCTNL_MSG_CT_NEW.rawValue:

@@ -78,10 +78,8 @@ public final class KernelTable {
     /// Streams every flow (of one family, or all) to `body`.
     public func dump(family: AddressFamily? = nil, _ body: (Flow) throws -> Void) throws {
         let seq = try sendRequest(type: IPCTNL_MSG_CT_GET, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: family)
-        guard let ct = nfct_new() else { throw KernelError.build(detail: "out of memory") }
-        defer { nfct_destroy(ct) }
         try receiveUntilDone(sequence: seq, operation: "dump") { message in
-            if let flow = Self.parseFlow(message, reuse: ct) { try body(flow) }
+            if let flow = Self.parseFlow(message) { try body(flow) }
         }
     }
 
@@ -97,10 +95,8 @@ public final class KernelTable {
         var found: Flow?
         do {
             let seq = try sendFlowRequest(flow, type: IPCTNL_MSG_CT_GET, flags: UInt16(NLM_F_REQUEST | NLM_F_ACK), purpose: .get)
-            guard let ct = nfct_new() else { throw KernelError.build(detail: "out of memory") }
-            defer { nfct_destroy(ct) }
             try receiveUntilDone(sequence: seq, operation: "get") { message in
-                found = Self.parseFlow(message, reuse: ct)
+                found = Self.parseFlow(message)
             }
         } catch KernelError.request(_, let e) where e == ENOENT {
             return nil
@@ -319,14 +315,15 @@ public final class KernelTable {
         }
     }
 
-    /// Parses a ctnetlink message into a flow, reusing `ct` as scratch space.
-    static func parseFlow(_ message: NetlinkMessage, reuse ct: OpaquePointer) -> Flow? {
+    /// Parses a ctnetlink message into a flow (nil for other messages or a message without a tuple).
+    static func parseFlow(_ message: NetlinkMessage) -> Flow? {
         guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK) else { return nil }
-        // A parsed object keeps earlier attributes, so start from a blank one each time.
-        guard let fresh = nfct_new() else { return nil }
-        defer { nfct_destroy(fresh) }
+        // A parsed object keeps attributes set earlier and libnetfilter_conntrack has no reset,
+        // so each message gets a fresh object.
+        guard let ct = nfct_new() else { return nil }
+        defer { nfct_destroy(ct) }
         let header = UnsafeRawPointer(message.bytes.baseAddress!).assumingMemoryBound(to: nlmsghdr.self)
-        guard nfct_nlmsg_parse(header, fresh) >= 0 else { return nil }
-        return NFConntrack.flow(from: fresh)
+        guard nfct_nlmsg_parse(header, ct) >= 0 else { return nil }
+        return NFConntrack.flow(from: ct)
     }
 }

@@ -18,9 +18,7 @@ func throughNetlink(_ flow: Flow, purpose: NFConntrack.Purpose = .create) throws
     let message = NetlinkMessage(
         type: header.pointee.nlmsg_type, flags: header.pointee.nlmsg_flags, sequence: 1,
         bytes: UnsafeRawBufferPointer(start: buffer.baseAddress, count: Int(header.pointee.nlmsg_len)))
-    let scratch = nfct_new()!
-    defer { nfct_destroy(scratch) }
-    return KernelTable.parseFlow(message, reuse: scratch)
+    return KernelTable.parseFlow(message)
 }
 
 @Suite struct ConversionTests {
@@ -189,16 +187,14 @@ final class RecordedKernel: NetlinkTransport {
 
     @Test func classifiesEvents() throws {
         let flow = Samples.tcp()
-        let scratch = nfct_new()!
-        defer { nfct_destroy(scratch) }
         try message(IPCTNL_MSG_CT_NEW, flags: NLM_F_CREATE | NLM_F_EXCL, flow: flow) {
-            #expect(EventListener.event(from: $0, scratch: scratch)?.name == "NEW")
+            #expect(EventListener.event(from: $0)?.name == "NEW")
         }
         try message(IPCTNL_MSG_CT_NEW, flags: 0, flow: flow) {
-            #expect(EventListener.event(from: $0, scratch: scratch)?.name == "UPDATE")
+            #expect(EventListener.event(from: $0)?.name == "UPDATE")
         }
         try message(IPCTNL_MSG_CT_DELETE, flags: 0, flow: flow) {
-            let event = EventListener.event(from: $0, scratch: scratch)
+            let event = EventListener.event(from: $0)
             #expect(event?.name == "DESTROY")
             #expect(event?.flow?.key == flow.key)
         }

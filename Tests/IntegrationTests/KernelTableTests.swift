@@ -23,6 +23,15 @@ import Testing
         tcp.reply = Tuple(source: IPAddress("198.18.0.2")!, destination: IPAddress("198.18.100.1")!, sourcePort: 80, destinationPort: 50001)
         tcp.zone = 0
         flows.append(tcp)  // SNAT'ed: the reply goes to another address and port
+        var ftp = Flow(
+            proto: .tcp,
+            original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.21")!, sourcePort: 40002, destinationPort: 21),
+            tcp: TCPInfo(state: .established), status: [.seenReply, .assured, .seqAdjust, .helper], timeout: 3000)
+        ftp.helper = "ftp"
+        ftp.sequenceAdjustment = NATSequenceAdjustment(
+            original: SequenceAdjustment(correctionPosition: 1000, offsetBefore: 0, offsetAfter: 4),
+            reply: SequenceAdjustment(correctionPosition: 2000, offsetBefore: 0, offsetAfter: 0))
+        flows.append(ftp)  // a helper's flow, with the sequence adjustment of a NAT'ed FTP session
         flows.append(
             Flow(
                 proto: .tcp,
