@@ -9,7 +9,8 @@ let package = Package(
         .library(name: "Conntrack", targets: ["Conntrack"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -20,7 +21,10 @@ let package = Package(
         .target(name: "Conntrack", dependencies: ["CNetfilter"]),
         .target(name: "SyncProtocol", dependencies: ["Conntrack"]),
         .target(name: "SyncEngine", dependencies: ["Conntrack", "SyncProtocol"]),
-        .target(name: "SyncDaemon", dependencies: ["Conntrack", "SyncProtocol", "SyncEngine"]),
+        .target(
+            name: "SyncDaemon",
+            dependencies: ["Conntrack", "SyncProtocol", "SyncEngine", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "CtsyncCLI",
             dependencies: [
@@ -32,6 +36,8 @@ let package = Package(
         .executableTarget(name: "ctsyncd", dependencies: ["SyncDaemon"]),
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack"]),
         .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack"]),
+        .testTarget(name: "SyncEngineTests", dependencies: ["SyncEngine", "Conntrack"]),
+        .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "SyncEngine", "Conntrack"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Conntrack"]),
     ],
     swiftLanguageModes: [.v6]
