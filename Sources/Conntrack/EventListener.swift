@@ -7,7 +7,10 @@ import CNetfilter
 /// A conntrack event from the kernel.
 public enum FlowEvent: Sendable, Equatable {
     case new(Flow)
-    case update(Flow)
+    /// The kernel sends only what changed for some attributes (protocol state, labels,
+    /// helper, sequence adjustment): `present` says which of them this message carried, so a
+    /// mirror merges (`Flow.merging`) instead of losing them.
+    case update(Flow, present: FlowAttributes)
     case destroy(Flow)
     /// Events were lost (the kernel reported ENOBUFS, or a message did not fit):
     /// whoever mirrors the table owes a resync from a dump.
@@ -15,7 +18,7 @@ public enum FlowEvent: Sendable, Equatable {
 
     public var flow: Flow? {
         switch self {
-        case .new(let f), .update(let f), .destroy(let f): return f
+        case .new(let f), .update(let f, _), .destroy(let f): return f
         case .overrun: return nil
         }
     }
@@ -114,12 +117,12 @@ public final class EventListener {
 
     static func event(from message: NetlinkMessage) -> FlowEvent? {
         guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK),
-            let flow = KernelTable.parseFlow(message)
+            let (flow, present) = KernelTable.parseFlowAttributes(message)
         else { return nil }
         switch UInt32(message.type & 0xff) {
         case IPCTNL_MSG_CT_NEW.rawValue:
             let creating = UInt16(NLM_F_CREATE | NLM_F_EXCL)
-            return message.flags & creating != 0 ? .new(flow) : .update(flow)
+            return message.flags & creating != 0 ? .new(flow) : .update(flow, present: present)
         case IPCTNL_MSG_CT_DELETE.rawValue:
             return .destroy(flow)
         default:

@@ -240,3 +240,45 @@ public struct Flow: Hashable, Sendable {
         return a == b
     }
 }
+
+/// Optional attributes a kernel message may or may not carry (an UPDATE event carries
+/// protocol state, labels, helper and sequence adjustment only when they changed).
+public struct FlowAttributes: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let protocolInfo = FlowAttributes(rawValue: 1 << 0)
+    public static let labels = FlowAttributes(rawValue: 1 << 1)
+    public static let helper = FlowAttributes(rawValue: 1 << 2)
+    public static let sequenceAdjustment = FlowAttributes(rawValue: 1 << 3)
+    public static let mark = FlowAttributes(rawValue: 1 << 4)
+    public static let timeout = FlowAttributes(rawValue: 1 << 5)
+    public static let status = FlowAttributes(rawValue: 1 << 6)
+    public static let counters = FlowAttributes(rawValue: 1 << 7)
+    public static let all = FlowAttributes(rawValue: 0xff)
+}
+
+extension Flow {
+    /// This flow with what `update` carries applied: tuples always, every optional
+    /// attribute only if `present` says the update had it.
+    public func merging(_ update: Flow, present: FlowAttributes) -> Flow {
+        var merged = self
+        merged.original = update.original
+        merged.reply = update.reply
+        merged.icmp = update.icmp ?? icmp
+        if present.contains(.protocolInfo) {
+            merged.tcp = update.tcp
+            merged.sctp = update.sctp
+            merged.dccp = update.dccp
+        }
+        if present.contains(.labels) { merged.labels = update.labels }
+        if present.contains(.helper) { merged.helper = update.helper }
+        if present.contains(.sequenceAdjustment) { merged.sequenceAdjustment = update.sequenceAdjustment }
+        // The kernel leaves the mark out exactly when it is zero.
+        merged.mark = present.contains(.mark) ? update.mark : 0
+        if present.contains(.timeout) { merged.timeout = update.timeout }
+        if present.contains(.status) { merged.status = update.status }
+        if present.contains(.counters) { merged.counters = update.counters }
+        if let id = update.id { merged.id = id }
+        return merged
+    }
+}

@@ -317,13 +317,18 @@ public final class KernelTable {
 
     /// Parses a ctnetlink message into a flow (nil for other messages or a message without a tuple).
     static func parseFlow(_ message: NetlinkMessage) -> Flow? {
+        parseFlowAttributes(message)?.0
+    }
+
+    /// Parses a ctnetlink message into a flow and says which optional attributes it carried.
+    static func parseFlowAttributes(_ message: NetlinkMessage) -> (Flow, FlowAttributes)? {
         guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK) else { return nil }
         // A parsed object keeps attributes set earlier and libnetfilter_conntrack has no reset,
         // so each message gets a fresh object.
         guard let ct = nfct_new() else { return nil }
         defer { nfct_destroy(ct) }
         let header = UnsafeRawPointer(message.bytes.baseAddress!).assumingMemoryBound(to: nlmsghdr.self)
-        guard nfct_nlmsg_parse(header, ct) >= 0 else { return nil }
-        return NFConntrack.flow(from: ct)
+        guard nfct_nlmsg_parse(header, ct) >= 0, let flow = NFConntrack.flow(from: ct) else { return nil }
+        return (flow, NFConntrack.attributes(of: ct))
     }
 }

@@ -232,6 +232,23 @@ enum NFConntrack {
     }
 }
 
+extension NFConntrack {
+    /// Which of the optional attributes a parsed object carries.
+    static func attributes(of ct: OpaquePointer) -> FlowAttributes {
+        func has(_ a: nf_conntrack_attr) -> Bool { nfct_attr_is_set(ct, a) > 0 }
+        var present: FlowAttributes = []
+        if has(ATTR_TCP_STATE) || has(ATTR_SCTP_STATE) || has(ATTR_DCCP_STATE) { present.insert(.protocolInfo) }
+        if has(ATTR_CONNLABELS) { present.insert(.labels) }
+        if has(ATTR_HELPER_NAME) { present.insert(.helper) }
+        if has(ATTR_ORIG_NAT_SEQ_CORRECTION_POS) { present.insert(.sequenceAdjustment) }
+        if has(ATTR_MARK) { present.insert(.mark) }
+        if has(ATTR_TIMEOUT) { present.insert(.timeout) }
+        if has(ATTR_STATUS) { present.insert(.status) }
+        if has(ATTR_ORIG_COUNTER_PACKETS) { present.insert(.counters) }
+        return present
+    }
+}
+
 extension FlowStatus {
     /// Bits the kernel owns and never takes from userspace.
     static let unsettable: FlowStatus = [.dying, .template, .offload, .hwOffload, .expected]

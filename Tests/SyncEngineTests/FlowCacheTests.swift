@@ -1,0 +1,105 @@
+import Conntrack
+import Testing
+
+@testable import SyncEngine
+
+func udp(_ port: UInt16, mark: UInt32 = 0) -> Flow {
+    Flow(
+        proto: .udp,
+        original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: port, destinationPort: 53),
+        timeout: 30, mark: mark)
+}
+
+func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
+    var f = Flow(
+        proto: .tcp,
+        original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: port, destinationPort: 80),
+        tcp: TCPInfo(state: state), status: [.seenReply, .assured], timeout: 300)
+    f.labels = FlowLabels(bits: [3])
+    return f
+}
+
+@Suite struct FlowCacheTests {
+    @Test func eventsCreateUpdateDestroy() {
+        var cache = FlowCache(limit: 100)
+        #expect(cache.apply(.new(udp(1)), now: 10) == .created(udp(1).key))
+        var changed = udp(1, mark: 5)
+        changed.timeout = 20
+        #expect(cache.apply(.update(changed, present: [.mark, .timeout, .status]), now: 11) == .updated(udp(1).key))
+        #expect(cache[udp(1).key]?.flow.mark == 5)
+        #expect(cache[udp(1).key]?.since == 10 && cache[udp(1).key]?.lastUpdate == 11)
+        #expect(cache.apply(.destroy(udp(1)), now: 12) == .destroyed(changed))
+        #expect(cache.count == 0)
+        #expect(cache.apply(.destroy(udp(1)), now: 12) == CacheChange.none)
+        #expect(cache.counters.created == 1 && cache.counters.updated == 1 && cache.counters.destroyed == 1)
+    }
+
+    @Test func updatesKeepWhatTheyDoNotCarry() {
+        var cache = FlowCache(limit: 10)
+        cache.store(tcp(1), now: 0)
+        // An update that only refreshes the timeout and status: TCP state and labels stay.
+        var refresh = tcp(1)
+        refresh.tcp = nil
+        refresh.labels = FlowLabels()
+        refresh.timeout = 299
+        cache.update(refresh, present: [.timeout, .status], now: 1)
+        let kept = cache[tcp(1).key]!.flow
+        #expect(kept.tcp?.state == .established && kept.labels.bits == [3] && kept.timeout == 299)
+        // One that carries a new TCP state changes it.
+        cache.update(tcp(1, state: .finWait), present: [.protocolInfo, .status, .timeout], now: 2)
+        #expect(cache[tcp(1).key]!.flow.tcp?.state == .finWait)
+    }
+
+    @Test func unknownUpdateIsStored() {
+        var cache = FlowCache(limit: 10)
+        #expect(cache.apply(.update(udp(9), present: .all), now: 0) == .created(udp(9).key))
+    }
+
+    @Test func hardLimitCountsInsteadOfGrowing() {
+        var cache = FlowCache(limit: 3)
+        for p in 1...5 { cache.store(udp(UInt16(p)), now: 0) }
+        #expect(cache.count == 3)
+        #expect(cache.counters.noSpace == 2 && cache.counters.createFailed == 2)
+        // Updates of flows already held still work at the limit.
+        #expect(cache.store(udp(1, mark: 1), now: 1) == .updated(udp(1).key))
+    }
+
+    @Test func filterDecidesWhatEnters() {
+        var cache = FlowCache(limit: 10)
+        let onlyMarked: (Flow) -> Bool = { $0.mark != 0 }
+        #expect(cache.apply(.new(udp(1)), now: 0, accepts: onlyMarked) == CacheChange.none)
+        #expect(cache.apply(.new(udp(2, mark: 1)), now: 0, accepts: onlyMarked) == .created(udp(2).key))
+        // Its mark is cleared: it no longer passes, so it leaves.
+        #expect(cache.apply(.update(udp(2), present: [.status]), now: 1, accepts: onlyMarked) == .destroyed(udp(2, mark: 1)))
+    }
+
+    @Test func resyncMakesTheCacheEqualTheDump() {
+        var cache = FlowCache(limit: 1000)
+        for p in 1...100 { cache.store(udp(UInt16(p)), now: 0) }
+        // The kernel lost 1...50 and gained 101...120 while we were not listening.
+        let dump = (51...120).map { udp(UInt16($0)) }
+        let result = cache.resync(with: dump, now: 5)
+        #expect(result.added.count == 20 && result.updated == 50 && result.removed.count == 50)
+        #expect(Set(cache.entries.keys) == Set(dump.map(\.key)))
+        #expect(cache[udp(60).key]?.since == 0)
+    }
+
+    @Test func resyncAppliesTheFilter() {
+        var cache = FlowCache(limit: 1000)
+        cache.store(udp(1), now: 0)
+        let result = cache.resync(with: [udp(1), udp(2, mark: 1)], now: 1, accepts: { $0.mark != 0 })
+        #expect(result.removed.map(\.key) == [udp(1).key])
+        #expect(cache.count == 1)
+    }
+
+    @Test func kernelOwnedFieldsAreNotKept() {
+        var cache = FlowCache(limit: 10)
+        var f = udp(1)
+        f.use = 3
+        f.counters = FlowCounters(originalPackets: 1, originalBytes: 2, replyPackets: 3, replyBytes: 4)
+        cache.store(f, now: 0)
+        #expect(cache[f.key]?.flow.use == nil && cache[f.key]?.flow.counters == nil)
+        cache.remove(f)
+        #expect(cache.trafficPackets == 4 && cache.trafficBytes == 6)
+    }
+}
