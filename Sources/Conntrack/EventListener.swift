@@ -86,6 +86,13 @@ public final class EventListener {
         try socket.setReceiveBufferSize(bytes)
     }
 
+    /// conntrackd's `NetlinkEventsReliable`: the kernel drops the conntrack change instead of
+    /// the event when our buffer is full (NETLINK_BROADCAST_SEND_ERROR, NETLINK_NO_ENOBUFS).
+    public func makeReliable() throws(KernelError) {
+        try socket.setOption(level: SOL_NETLINK, name: 4, value: 1)  // NETLINK_BROADCAST_SEND_ERROR
+        try socket.setOption(level: SOL_NETLINK, name: 5, value: 1)  // NETLINK_NO_ENOBUFS
+    }
+
     /// The file descriptor, for callers that multiplex with poll/epoll.
     public var fileDescriptor: Int32 { socket.fileDescriptor }
 

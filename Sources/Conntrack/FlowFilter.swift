@@ -29,7 +29,7 @@ public struct AddressMatch: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A mark with an optional mask: `7` or `7/0xff`. A flow matches when `flow.mark & mask == value & mask`.
-public struct MarkMatch: Hashable, Sendable {
+public struct MarkMatch: Hashable, Sendable, Codable {
     public var value: UInt32
     public var mask: UInt32
 
@@ -61,7 +61,7 @@ public func parseUInt32(_ text: String) -> UInt32? {
 
 /// The conntrack tool's selection of flows. Every criterion that is set must hold;
 /// an empty filter matches every flow.
-public struct FlowFilter: Hashable, Sendable {
+public struct FlowFilter: Hashable, Sendable, Codable {
     public var family: AddressFamily?
     public var proto: L4Protocol?
     /// Original-direction source and destination.

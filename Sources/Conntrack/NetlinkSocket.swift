@@ -55,6 +55,14 @@ public final class MnlSocket: NetlinkTransport {
         }
     }
 
+    /// Sets an integer socket option.
+    public func setOption(level: Int32, name: Int32, value: Int32) throws(KernelError) {
+        var v = value
+        if setsockopt(fileDescriptor, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            throw .socket(operation: "setsockopt(\(level), \(name))", errno: ctsync_errno())
+        }
+    }
+
     /// The kernel's view of the receive buffer size (it doubles what was asked for).
     public var receiveBufferSize: Int {
         var value: Int32 = 0

@@ -1,16 +1,57 @@
+import Foundation
 import SyncDaemon
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-// The daemon itself is the daemon-core issue; until it lands this binary answers
-// -v/-h and refuses everything else plainly, so no script mistakes it for a daemon.
-let arguments = CommandLine.arguments.dropFirst()
-if arguments.first == "-v" {
-    print("ctsyncd v\(CtsyncVersion.string)")
-    exit(0)
+/// Exit statuses: 0 success, 1 runtime failure, 2 usage or configuration error.
+func fail(_ message: String, _ status: Int32) -> Never {
+    writeStandardError("ctsyncd: \(message)\n")
+    exit(status)
 }
-let message = "ctsyncd: the daemon is not part of this build yet; use `ctsync kernel ...` for the kernel table\n"
-writeStandardError(message)
-exit(arguments.first == "-h" ? 0 : 1)
+
+let invocation: DaemonInvocation
+do {
+    invocation = try DaemonArguments.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    fail("\(error)", 2)
+}
+
+func loadConfig(_ path: String) -> DaemonConfig {
+    do {
+        return try DaemonConfig.load(path: path)
+    } catch {
+        fail("\(error)", 2)
+    }
+}
+
+switch invocation {
+case .help:
+    print(DaemonArguments.usage, terminator: "")
+case .version:
+    print("ctsyncd v\(CtsyncVersion.string) (conntrackd 1.4.7 compatible)")
+case .request(let path, let request):
+    let config = loadConfig(path)
+    do {
+        let answer = try ControlClient.send(request, path: config.general.unixPath)
+        FileHandle.standardOutput.write(Data(answer))
+    } catch {
+        fail("\(error)", 1)
+    }
+case .run(let path, let daemonize):
+    let config = loadConfig(path)
+    if daemonize {
+        exit(Background.start(arguments: Array(CommandLine.arguments.dropFirst()).filter { $0 != "-d" }))
+    }
+    let isChild = Background.isChild
+    if isChild { setsid() }
+    let daemon: Daemon
+    do {
+        daemon = try Daemon(config: config, foreground: !isChild)
+    } catch {
+        fail("\(error)", 1)
+    }
+    exit(daemon.run(onReady: { if isChild { Background.ready() } }))
+}
+exit(0)

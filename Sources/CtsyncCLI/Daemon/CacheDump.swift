@@ -1,0 +1,86 @@
+import ArgumentParser
+import Conntrack
+import Foundation
+import SyncDaemon
+
+/// `ctsync cache internal|external`: the daemon's caches, with `ctsync kernel list`'s filters.
+struct CacheCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache", abstract: "Dump the daemon's internal or external cache (filters as in kernel list).")
+
+    @Argument(help: "internal or external")
+    var which: String
+
+    @OptionGroup var filter: FlowFilterOptions
+    @OptionGroup var daemon: DaemonOptions
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: "text (conntrackd's -i layout), xml, or json.")
+    var format: String = "text"
+
+    func validate() throws {
+        guard CacheName(rawValue: which) != nil else { throw ValidationError("unknown cache '\(which)': expected internal or external") }
+        guard DumpFormat(rawValue: format) != nil else { throw ValidationError("unknown output '\(format)' for -o: expected text, xml or json") }
+    }
+
+    func run() throws {
+        let criteria = filter.filter
+        let answer = try daemon.send(
+            .dump(CacheName(rawValue: which)!, format: DumpFormat(rawValue: format)!, filter: criteria.isEmpty ? nil : criteria))
+        FileHandle.standardOutput.write(Data(answer))
+        let lines = answer.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+        summary("\(lines) flow entries in the \(which) cache.")
+    }
+}
+
+/// `ctsync flush internal|external|all|kernel`: empties a cache, or the kernel table of what
+/// the daemon's filter accepts (the internal cache follows through the destroy events).
+struct FlushCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flush", abstract: "Flush the daemon's caches (internal, external, all) or, with 'kernel', the kernel table.")
+
+    @Argument(help: "internal, external, all (default) or kernel")
+    var what: String = "all"
+
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard ["internal", "external", "all", "kernel"].contains(what) else {
+            throw ValidationError("unknown target '\(what)': expected internal, external, all or kernel")
+        }
+    }
+
+    func run() throws {
+        let request: ControlRequest
+        switch what {
+        case "internal": request = .flushCache(.internal)
+        case "external": request = .flushCache(.external)
+        case "kernel": request = .flushKernel
+        default: request = .flushCache(nil)
+        }
+        let answer = try daemon.send(request)
+        if output.format.style == .json {
+            FileHandle.standardOutput.write(Data(answer))
+        } else if let object = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any], let n = object["flushed"] {
+            summary("\(n) flow entries have been flushed (\(what)).")
+        }
+    }
+}
+
+/// `ctsync resync`: makes the internal cache equal the kernel table now.
+struct ResyncCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resync", abstract: "Resynchronise the daemon's internal cache with the kernel table.")
+
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let answer = try daemon.send(.resync)
+        if output.format.style == .json {
+            FileHandle.standardOutput.write(Data(answer))
+        } else if let o = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any] {
+            summary("internal cache resynced: \(o["flows"] ?? 0) flows, \(o["added"] ?? 0) added, \(o["removed"] ?? 0) removed.")
+        }
+    }
+}

@@ -1,0 +1,439 @@
+import Conntrack
+import Foundation
+import Logging
+import SyncEngine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+nonisolated(unsafe) private var signalPipeWrite: Int32 = -1
+
+/// Milliseconds on the monotonic clock.
+func monotonicMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+/// `ctsyncd`: keeps an internal cache that is exactly the local kernel's conntrack table
+/// (what the filter accepts), and answers on a UNIX control socket.
+///
+/// One thread owns everything: a `poll` loop over a signal pipe, the netlink event socket
+/// and the control socket. Events are read and applied in batches; an overrun (lost
+/// events) is repaired by a dump that makes the cache equal the kernel again — ghosts
+/// removed, missing flows added — as soon as the event stream goes quiet.
+public final class Daemon {
+    public let config: DaemonConfig
+    private let logSink: DaemonLogSink
+    private let log: Logger
+    private var cache: FlowCache
+    private var externalCounters = CacheCounters()
+    private var stats = RuntimeStats()
+    private var lock: LockFile?
+    private var control: ControlServer?
+    private var listener: EventListener?
+    private let filter: FlowAcceptance
+    private let notifier = SystemdNotifier()
+    private var running = true
+    /// When a resync from a dump is owed (after an overrun), the deadline by which it runs.
+    private var resyncDue: Int64?
+    /// The last time an event arrived, to resync once the stream goes quiet.
+    private var lastEventAt: Int64 = 0
+    private var nextPoll: Int64?
+    private var nextWatchdog: Int64?
+    private var bufferSize: Int
+    private let foreground: Bool
+
+    /// Quiet time after the last event before an owed resync runs.
+    static let resyncQuietMilliseconds: Int64 = 200
+
+    public init(config: DaemonConfig, foreground: Bool) throws {
+        self.config = config
+        logSink = try DaemonLogSink(stderr: foreground, filePath: config.general.logFile, syslogFacility: config.general.syslogFacility)
+        let sink = logSink
+        log = Logger(label: "ctsyncd") { _ in DaemonLogHandler(sink: sink) }
+        cache = FlowCache(limit: config.general.hashLimit, expectedCount: min(config.general.hashSize, config.general.hashLimit))
+        filter = config.general.filter
+        bufferSize = config.general.netlinkBufferSize
+        self.foreground = foreground
+    }
+
+    /// Runs until SIGTERM/SIGINT or `-k`. Returns the exit status.
+    public func run(onReady: () -> Void = {}) -> Int32 {
+        do {
+            try start()
+        } catch {
+            log.error("\(error)")
+            // In the background the log may go nowhere the operator looks: say it where
+            // the starting parent reads it too.
+            if !foreground { writeStandardError("ctsyncd: \(error)\n") }
+            shutdown()
+            return 1
+        }
+        onReady()
+        loop()
+        shutdown()
+        log.notice("---- shutdown received ----")
+        return 0
+    }
+
+    // MARK: - Start and stop
+
+    private func start() throws {
+        let general = config.general
+        do {
+            lock = try LockFile(path: general.lockFile)
+        } catch {
+            throw DaemonError.startup("\(error)")
+        }
+        log.notice("---- starting ctsyncd \(CtsyncVersion.string) with \(config.path) ----")
+        for setting in config.inactiveSettings() {
+            log.notice("\(config.path):\(setting.line):\(setting.column): option '\(setting.path)' is parsed but not acted on yet")
+        }
+        if let nice = general.nice, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Int32(nice)) != 0 {
+            log.warning("cannot set Nice \(nice): \(errnoText(errno))")
+        }
+        if let scheduler = general.scheduler { applyScheduler(scheduler) }
+
+        var pipeFDs: [Int32] = [0, 0]
+        guard pipe(&pipeFDs) == 0 else { throw DaemonError.startup("pipe: \(errnoText(errno))") }
+        for fd in pipeFDs {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        signalPipeWrite = pipeFDs[1]
+        signalPipeRead = pipeFDs[0]
+        // A parent may have left these blocked (some process launchers do): a daemon that
+        // cannot hear SIGTERM cannot stop in order.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&unblock, sig) }
+        sigprocmask(SIG_UNBLOCK, &unblock, nil)
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig) { number in
+                var byte = UInt8(truncatingIfNeeded: number)
+                _ = write(signalPipeWrite, &byte, 1)
+            }
+        }
+        signal(SIGPIPE, SIG_IGN)
+
+        do {
+            control = try ControlServer(path: general.unixPath, backlog: general.unixBacklog)
+        } catch {
+            throw DaemonError.startup("control socket: \(error)")
+        }
+        stats.startedAt = monotonicMilliseconds() / 1000
+        let now = stats.startedAt
+
+        if general.pollSeconds > 0 {
+            log.notice("polling the kernel table every \(general.pollSeconds) s (PollSecs)")
+            nextPoll = monotonicMilliseconds()
+        } else {
+            // Subscribe before the dump: anything that changes meanwhile is queued, not lost.
+            let listener = try EventListener(receiveBufferSize: bufferSize)
+            if general.netlinkEventsReliable { try listener.makeReliable() }
+            stats.bufferSize = listener.receiveBufferSize
+            self.listener = listener
+        }
+        let table = try KernelTable()
+        let dumped = try table.dump()
+        let result = cache.resync(with: dumped, now: now, accepts: filter.accepts)
+        log.notice(
+            "internal cache loaded: \(cache.count) flows from the kernel (\(dumped.count - cache.count) filtered out\(result.rejected > 0 ? ", \(result.rejected) over HashLimit" : ""))"
+        )
+        if let interval = notifier.watchdogIntervalMilliseconds { nextWatchdog = monotonicMilliseconds() + interval }
+        if general.systemd { notifier.notify("READY=1\nSTATUS=tracking \(cache.count) flows") }
+        log.notice("control socket at \(general.unixPath); ready")
+    }
+
+    private var signalPipeRead: Int32 = -1
+
+    private func applyScheduler(_ scheduler: SchedulerConfig) {
+        var param = sched_param(sched_priority: Int32(scheduler.priority))
+        let policy: Int32
+        switch scheduler.type.uppercased() {
+        case "RR": policy = SCHED_RR
+        case "FIFO": policy = SCHED_FIFO
+        default: policy = SCHED_OTHER
+        }
+        if sched_setscheduler(0, policy, &param) != 0 {
+            log.warning("cannot set scheduler \(scheduler.type) priority \(scheduler.priority): \(errnoText(errno))")
+        }
+    }
+
+    private func shutdown() {
+        if config.general.systemd { notifier.notify("STOPPING=1") }
+        control?.close()
+        control = nil
+        listener = nil
+        lock?.release()
+        lock = nil
+        if signalPipeRead >= 0 {
+            close(signalPipeRead)
+            close(signalPipeWrite)
+            signalPipeRead = -1
+            signalPipeWrite = -1
+        }
+        logSink.close()
+    }
+
+    // MARK: - The loop
+
+    private func loop() {
+        while running {
+            let now = monotonicMilliseconds()
+            var descriptors = [pollfd(fd: signalPipeRead, events: Int16(POLLIN), revents: 0)]
+            if let listener { descriptors.append(pollfd(fd: listener.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
+            let controlStart = descriptors.count
+            if let control { descriptors += control.pollDescriptors() }
+            let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline].compactMap { $0 }
+            let timeout = deadlines.min().map { Int32(clamping: max(0, $0 - now)) } ?? 1000
+            let ready = poll(&descriptors, nfds_t(descriptors.count), resyncDue != nil ? min(timeout, Int32(Self.resyncQuietMilliseconds)) : timeout)
+            if ready < 0 && errno != EINTR {
+                log.error("poll failed: \(errnoText(errno))")
+                return
+            }
+            if descriptors[0].revents != 0 { handleSignals() }
+            if let listener, descriptors.count > 1, descriptors[1].revents != 0 { readEvents(listener) }
+            control?.service(Array(descriptors[controlStart...]), now: monotonicMilliseconds(), handle: handleRequest)
+            runTimers()
+        }
+    }
+
+    private func handleSignals() {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let n = buffer.withUnsafeMutableBytes { read(signalPipeRead, $0.baseAddress, $0.count) }
+        for byte in buffer.prefix(max(0, n)) {
+            switch Int32(byte) {
+            case SIGTERM, SIGINT:
+                log.notice("signal \(byte) received, stopping")
+                running = false
+            case SIGHUP:
+                log.notice("SIGHUP received (configuration is read at start; restart to apply changes)")
+            default: break
+            }
+        }
+    }
+
+    private func readEvents(_ listener: EventListener) {
+        let now = monotonicMilliseconds()
+        let seconds = now / 1000
+        // Drain in batches, but give the control socket a turn after a large one.
+        for _ in 0..<16 {
+            let events: [FlowEvent]
+            do {
+                events = try listener.next(timeoutMilliseconds: 0, limit: 4096)
+            } catch {
+                log.error("reading events: \(error)")
+                return
+            }
+            if events.isEmpty { return }
+            lastEventAt = now
+            for event in events {
+                if event == .overrun {
+                    overrun(listener, now: now)
+                    continue
+                }
+                stats.eventsReceived += 1
+                if case .rejected = cache.apply(event, now: seconds, accepts: filter.accepts) {
+                    continue
+                }
+                if let flow = event.flow, !filter.accepts(flow) { stats.eventsFiltered += 1 }
+            }
+        }
+    }
+
+    private func overrun(_ listener: EventListener, now: Int64) {
+        stats.overruns += 1
+        let maxGrowth = config.general.netlinkBufferSizeMaxGrowth
+        if bufferSize < maxGrowth {
+            bufferSize = min(maxGrowth, bufferSize * 2)
+            try? listener.setReceiveBufferSize(bufferSize)
+            stats.bufferSize = listener.receiveBufferSize
+            log.warning("netlink event overrun: receive buffer grown to \(bufferSize) bytes")
+        } else {
+            log.warning("netlink event overrun (buffer at NetlinkBufferSizeMaxGrowth, \(maxGrowth) bytes)")
+        }
+        guard let delay = config.general.netlinkOverrunResync else {
+            log.warning("events were lost and NetlinkOverrunResync is off: the internal cache may differ from the kernel until `ctsyncd -R`")
+            return
+        }
+        // conntrackd waits the full delay; ctsync resyncs once the burst is over and uses the
+        // configured delay only as the latest time.
+        let latest = now + Int64(delay) * 1000
+        resyncDue = min(resyncDue ?? latest, latest)
+    }
+
+    private func runTimers() {
+        let now = monotonicMilliseconds()
+        if let due = resyncDue, now >= due || now - lastEventAt >= Self.resyncQuietMilliseconds {
+            resyncDue = nil
+            resyncWithKernel(reason: "event overrun")
+        }
+        if let due = nextPoll, now >= due {
+            resyncWithKernel(reason: "poll")
+            nextPoll = now + Int64(config.general.pollSeconds) * 1000
+        }
+        if let due = nextWatchdog, now >= due {
+            notifier.notify("WATCHDOG=1")
+            nextWatchdog = now + (notifier.watchdogIntervalMilliseconds ?? 1000)
+        }
+    }
+
+    @discardableResult
+    private func resyncWithKernel(reason: String) -> FlowCache.ResyncResult? {
+        do {
+            let dumped = try KernelTable().dump()
+            let result = cache.resync(with: dumped, now: monotonicMilliseconds() / 1000, accepts: filter.accepts)
+            stats.resyncs += 1
+            stats.resyncAdded += result.added.count
+            stats.resyncRemoved += result.removed.count
+            if reason != "poll" || !result.added.isEmpty || !result.removed.isEmpty {
+                log.notice("resync with kernel table (\(reason)): \(cache.count) flows, \(result.added.count) added, \(result.removed.count) gone")
+            }
+            return result
+        } catch {
+            log.error("resync with kernel table failed: \(error)")
+            resyncDue = monotonicMilliseconds() + 1000
+            return nil
+        }
+    }
+
+    // MARK: - Control requests
+
+    private func handleRequest(_ request: ControlRequest, legacy: Bool) -> ControlReply {
+        stats.localRequests += 1
+        switch request {
+        case .dump(let which, let format, let filter):
+            guard which == .internal else { return .success() }
+            return .success(bytes: dump(format: format, filter: filter))
+        case .stats(let section, let json):
+            return .success(json ? statsJSON() : statsText(section))
+        case .flushCache(let which):
+            var flushed = 0
+            if which != .external { flushed = cache.flush() }
+            log.notice("flushing caches: \(flushed) flows left the internal cache")
+            return .success(legacy ? "" : "{\"flushed\":\(flushed)}\n")
+        case .flushKernel:
+            do {
+                let removed = try KernelTable().delete(matching: filter.accepts)
+                stats.kernelFlushes += 1
+                log.notice("flushed \(removed) flows from the kernel table")
+                return .success(legacy ? "" : "{\"flushed\":\(removed)}\n")
+            } catch {
+                return .failure("flushing the kernel table failed: \(error)")
+            }
+        case .resync:
+            guard let result = resyncWithKernel(reason: "requested") else { return .failure("resync with the kernel table failed") }
+            return .success(
+                legacy ? "" : "{\"flows\":\(cache.count),\"added\":\(result.added.count),\"removed\":\(result.removed.count)}\n")
+        case .resetTimers:
+            return resetTimers(legacy: legacy)
+        case .kill:
+            log.notice("stop requested on the control socket")
+            running = false
+            return .success()
+        case .commit, .sendBulk, .requestResync:
+            return .failure("\(Self.name(of: request)) is not available until replication lands (this ctsyncd has no Sync support yet)")
+        case .expectations:
+            return .success()
+        }
+    }
+
+    private static func name(of request: ControlRequest) -> String {
+        switch request {
+        case .commit: return "commit (-c)"
+        case .sendBulk: return "bulk send (-B)"
+        case .requestResync: return "resync request to the peer (-n)"
+        default: return "this request"
+        }
+    }
+
+    private func dump(format: DumpFormat, filter: FlowFilter?) -> [UInt8] {
+        let now = monotonicMilliseconds() / 1000
+        let text = FlowTextFormat()
+        var out: [UInt8] = []
+        out.reserveCapacity(cache.count * 160)
+        for entry in cache.entries.values {
+            if let filter, !filter.matches(entry.flow) { continue }
+            var flow = entry.flow
+            let age = max(0, now - entry.since)
+            switch format {
+            case .text:
+                // conntrackd hides the cached timeout: it only says when the cache learnt it.
+                flow.timeout = nil
+                out.append(contentsOf: (text.line(flow) + " [active since \(age)s]\n").utf8)
+            case .xml:
+                flow.timeout = nil
+                out.append(contentsOf: (FlowXML.element(flow) + "\n").utf8)
+            case .json:
+                out.append(contentsOf: (FlowJSON.encode(flow, extra: [("active_since", "\(age)")]) + "\n").utf8)
+            }
+        }
+        return out
+    }
+
+    private func statsText(_ section: StatsSection) -> String {
+        let now = monotonicMilliseconds() / 1000
+        switch section {
+        case .general:
+            return StatsReport.cacheSummary(name: "internal", active: cache.count, counters: cache.counters)
+                + StatsReport.cacheSummary(name: "external", active: 0, counters: externalCounters)
+                + StatsReport.traffic(bytes: cache.trafficBytes, packets: cache.trafficPackets)
+                + StatsReport.messageTracking(malformed: 0, lost: 0)
+        case .cache:
+            return StatsReport.cacheDetail(name: "internal", active: cache.count, counters: cache.counters)
+                + StatsReport.cacheDetail(name: "external", active: 0, counters: externalCounters)
+        case .runtime:
+            return StatsReport.runtime(stats, now: now, readFailures: control?.readFailures ?? 0, unknownRequests: control?.unknownRequests ?? 0)
+        case .network:
+            return StatsReport.network()
+        case .rsqueue:
+            return "resent queue (len=0)\n"
+        case .queue:
+            return StatsReport.queues()
+        case .link, .process, .expect:
+            return ""
+        }
+    }
+
+    private func statsJSON() -> String {
+        func counters(_ c: CacheCounters, active: Int) -> String {
+            "{\"active\":\(active),\"created\":\(c.created),\"create_failed\":\(c.createFailed),\"updated\":\(c.updated),"
+                + "\"update_failed\":\(c.updateFailed),\"destroyed\":\(c.destroyed),\"destroy_failed\":\(c.destroyFailed),"
+                + "\"no_space\":\(c.noSpace)}"
+        }
+        let now = monotonicMilliseconds() / 1000
+        return "{\"uptime_seconds\":\(max(0, now - stats.startedAt)),"
+            + "\"internal\":\(counters(cache.counters, active: cache.count)),"
+            + "\"external\":\(counters(externalCounters, active: 0)),"
+            + "\"hash_limit\":\(cache.limit),"
+            + "\"traffic\":{\"bytes\":\(cache.trafficBytes),\"packets\":\(cache.trafficPackets)},"
+            + "\"netlink\":{\"events_received\":\(stats.eventsReceived),\"events_filtered\":\(stats.eventsFiltered),"
+            + "\"overruns\":\(stats.overruns),\"resyncs\":\(stats.resyncs),\"resync_added\":\(stats.resyncAdded),"
+            + "\"resync_removed\":\(stats.resyncRemoved),\"kernel_flushes\":\(stats.kernelFlushes),"
+            + "\"buffer_size\":\(stats.bufferSize)},"
+            + "\"control\":{\"requests\":\(stats.localRequests),\"read_failed\":\(control?.readFailures ?? 0),"
+            + "\"unknown\":\(control?.unknownRequests ?? 0)}}\n"
+    }
+
+    private func resetTimers(legacy: Bool) -> ControlReply {
+        let purge = UInt32(clamping: config.sync?.purgeTimeout ?? 60)
+        do {
+            let table = try KernelTable()
+            var changed: [Flow] = []
+            try table.dump { flow in
+                guard filter.accepts(flow), (flow.timeout ?? 0) > purge else { return }
+                var f = flow
+                f.timeout = purge
+                changed.append(f)
+            }
+            let report = try table.write(changed, operation: .update)
+            log.notice("reset the timers of \(report.updated) kernel flows to \(purge) s (PurgeTimeout)")
+            return .success(legacy ? "" : "{\"updated\":\(report.updated),\"timeout\":\(purge)}\n")
+        } catch {
+            return .failure("resetting kernel timers failed: \(error)")
+        }
+    }
+}

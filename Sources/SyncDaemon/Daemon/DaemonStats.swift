@@ -1,0 +1,100 @@
+import SyncEngine
+
+/// Errors that stop the daemon from starting or running, in words.
+public enum DaemonError: Error, CustomStringConvertible {
+    case startup(String)
+    public var description: String {
+        switch self {
+        case .startup(let m): return m
+        }
+    }
+}
+
+/// The daemon's own counters (conntrackd's `-s runtime` and netlink statistics).
+struct RuntimeStats {
+    var startedAt: Int64 = 0
+    var eventsReceived = 0
+    var eventsFiltered = 0
+    var eventsUnknown = 0
+    var overruns = 0
+    var kernelFlushes = 0
+    var resyncs = 0
+    /// Flows a resync found in the cache but no longer in the kernel (removed: no ghosts).
+    var resyncRemoved = 0
+    /// Flows a resync found in the kernel but missing from the cache (added).
+    var resyncAdded = 0
+    var bufferSize = 0
+    var localRequests = 0
+}
+
+/// conntrackd's `-s` text layouts, filled with ctsync's figures.
+enum StatsReport {
+    static func cacheSummary(name: String, active: Int, counters: CacheCounters) -> String {
+        "cache \(name):\n"
+            + "current active connections:\t\(pad(active))\n"
+            + "connections created:\t\t\(pad(counters.created))\tfailed:\t\(pad(counters.createFailed))\n"
+            + "connections updated:\t\t\(pad(counters.updated))\tfailed:\t\(pad(counters.updateFailed))\n"
+            + "connections destroyed:\t\t\(pad(counters.destroyed))\tfailed:\t\(pad(counters.destroyFailed))\n\n"
+    }
+
+    static func traffic(bytes: UInt64, packets: UInt64) -> String {
+        "traffic processed:\n\(pad(bytes, 20)) Bytes      \(pad(packets, 20)) Pckts\n\n"
+    }
+
+    static func messageTracking(malformed: Int, lost: Int) -> String {
+        "message tracking:\n\(pad(malformed, 20)) Malformed msgs \(pad(lost, 20)) Lost msgs\n\n"
+    }
+
+    static func cacheDetail(name: String, active: Int, counters: CacheCounters) -> String {
+        "cache:\(name)\tactive objects:\t\t\(pad(active))\n"
+            + "\tactive/total entries:\t\t\(pad(active))/\(pad(active))\n"
+            + "\tcreation OK/failed:\t\t\(pad(counters.created))/\(pad(counters.createFailed))\n"
+            + "\t\tno memory available:\t\(pad(0))\n"
+            + "\t\tno space left in cache:\t\(pad(counters.noSpace))\n"
+            + "\tupdate OK/failed:\t\t\(pad(counters.updated))/\(pad(counters.updateFailed))\n"
+            + "\t\tentry not found:\t\(pad(0))\n"
+            + "\tdeletion created/failed:\t\(pad(counters.destroyed))/\(pad(counters.destroyFailed))\n"
+            + "\t\tentry not found:\t\(pad(counters.destroyFailed))\n\n"
+    }
+
+    static func runtime(_ s: RuntimeStats, now: Int64, readFailures: Int, unknownRequests: Int) -> String {
+        "daemon uptime: \(max(0, now - s.startedAt) / 60) min\n\n"
+            + "netlink stats:\n"
+            + "\tevents received:\t\(pad(s.eventsReceived, 20))\n"
+            + "\tevents filtered:\t\(pad(s.eventsFiltered, 20))\n"
+            + "\tevents unknown type:\t\t\(pad(s.eventsUnknown))\n"
+            + "\tcatch event failed:\t\t\(pad(0))\n"
+            + "\tdump unknown type:\t\t\(pad(0))\n"
+            + "\tnetlink overrun:\t\t\(pad(s.overruns))\n"
+            + "\tflush kernel table:\t\t\(pad(s.kernelFlushes))\n"
+            + "\tresync with kernel table:\t\(pad(s.resyncs))\n"
+            + "\tcurrent buffer size (in bytes):\t\(pad(s.bufferSize))\n\n"
+            + "runtime stats:\n"
+            + "\tchild process failed:\t\t\(pad(0))\n"
+            + "\t\tchild process segfault:\t\(pad(0))\n"
+            + "\t\tchild process termsig:\t\(pad(0))\n"
+            + "\tselect failed:\t\t\t\(pad(0))\n"
+            + "\twait failed:\t\t\t\(pad(0))\n"
+            + "\tlocal read failed:\t\t\(pad(readFailures))\n"
+            + "\tlocal unknown request:\t\t\(pad(unknownRequests))\n\n"
+    }
+
+    static func network() -> String {
+        "network statistics:\n\trecv:\n"
+            + [
+                "Malformed messages", "Wrong protocol version", "Malformed header", "Malformed payload", "Bad message type",
+                "Truncated message", "Bad message size",
+            ].map { "\t\t\($0):\t\(pad(0, 20))\n" }.joined()
+            + "\tsend:\n\t\tMalformed messages:\t\(pad(0, 20))\n\n"
+            + "sequence tracking statistics:\n\trecv:\n\t\tPackets lost:\t\t\(pad(0, 20))\n\t\tPackets before:\t\t\(pad(0, 20))\n\n"
+    }
+
+    static func queues() -> String {
+        "allocated queue nodes:\t\t\(pad(0))\n\n"
+    }
+
+    static func pad<T: BinaryInteger>(_ value: T, _ width: Int = 12) -> String {
+        let text = "\(value)"
+        return String(repeating: " ", count: max(0, width - text.count)) + text
+    }
+}

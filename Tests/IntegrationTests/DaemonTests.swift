@@ -1,0 +1,303 @@
+import Conntrack
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+func testFlow(_ port: Int, proto: L4Protocol = .tcp, src: String = "198.18.0.1", dst: String = "198.18.0.2", mark: UInt32 = 0) -> Flow {
+    var f = Flow(
+        proto: proto,
+        original: Tuple(source: IPAddress(src)!, destination: IPAddress(dst)!, sourcePort: UInt16(port & 0xffff), destinationPort: 80),
+        status: [.seenReply, .assured], timeout: 600, mark: mark)
+    if proto == .tcp { f.tcp = TCPInfo(state: .established) }
+    return f
+}
+
+/// Flows for a burst: distinct tuples from 198.18.0.0/15.
+func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
+    (0..<count).map { i in
+        Flow(
+            proto: .udp,
+            original: Tuple(
+                source: IPAddress(ipv4: base | UInt32(i >> 14)), destination: IPAddress(ipv4: 0xC613_0035),
+                sourcePort: UInt16(1024 + (i & 0x3fff)), destinationPort: 53),
+            timeout: 600)
+    }
+}
+
+@Suite(.serialized, requiresNamespaces) struct DaemonTests {
+    @Test func cacheFollowsTheKernel() throws {
+        let ns = try TestNamespace("dmn")
+        defer { ns.remove() }
+        try ns.table { table in
+            _ = try table.write([testFlow(1), testFlow(2), testFlow(3, proto: .udp)], operation: .create)
+        }
+        let daemon = try TestDaemon(ns)
+        defer { daemon.stop() }
+        try daemon.start()
+
+        // Flows that existed before the start are there, in conntrackd's -i layout.
+        let dump = try daemon.ctsyncd(["-i"])
+        #expect(dump.status == 0)
+        #expect(dump.lines.count == 3, "\(dump.stdout)")
+        #expect(dump.lines.allSatisfy { $0.contains("[active since ") && $0.hasPrefix("tcp      6 ESTABLISHED") || $0.hasPrefix("udp      17 src=") })
+        let xml = try daemon.ctsyncd(["-i", "-x"])
+        #expect(xml.lines.count == 3 && xml.lines.allSatisfy { $0.hasPrefix("<flow>") && $0.hasSuffix("</flow>") })
+
+        // New, updated and destroyed flows are reflected within 1 s.
+        try ns.table { try $0.create(testFlow(4)) }
+        #expect(try eventually(within: 1) { try daemon.internalCache().contains { $0.key == testFlow(4).key } })
+        try ns.table { try $0.update(testFlow(4, mark: 42)) }
+        #expect(try eventually(within: 1) { try daemon.internalCache().first { $0.key == testFlow(4).key }?.mark == 42 })
+        try ns.table { try $0.delete(testFlow(1)) }
+        #expect(try eventually(within: 1) { try !daemon.internalCache().contains { $0.key == testFlow(1).key } })
+
+        // Statistics in conntrackd's layout.
+        let stats = try daemon.ctsyncd(["-s"])
+        #expect(stats.stdout.hasPrefix("cache internal:\ncurrent active connections:\t           3\n"), "\(stats.stdout)")
+        #expect(stats.stdout.contains("cache external:"))
+        for section in ["network", "cache", "runtime", "queue", "rsqueue", "link", "process", "expect"] {
+            #expect(try daemon.ctsyncd(["-s", section]).status == 0, "-s \(section)")
+        }
+        #expect(try daemon.ctsyncd(["-s", "runtime"]).stdout.contains("events received:"))
+        #expect(try daemon.ctsyncd(["-e"]).stdout.isEmpty)
+
+        // -R, -f internal then -R again, -F (the internal cache follows the kernel's destroy events).
+        #expect(try daemon.ctsyncd(["-f", "internal"]).status == 0)
+        #expect(try daemon.internalCache().isEmpty)
+        #expect(try daemon.ctsyncd(["-R"]).status == 0)
+        #expect(try daemon.internalCache().count == 3)
+        #expect(try daemon.ctsyncd(["-F"]).status == 0)
+        #expect(try ns.table { try $0.count() } == 0)
+        #expect(try eventually(within: 1) { try daemon.internalCache().isEmpty })
+
+        // Not yet available: said, exit 1.
+        let commit = try daemon.ctsyncd(["-c"])
+        #expect(commit.status == 1 && commit.stderr.contains("not available until replication"))
+
+        // -k stops it; socket and lock are removed.
+        #expect(try daemon.ctsyncd(["-k"]).status == 0)
+        #expect(eventually(within: 5) { !daemon.process.isRunning })
+        #expect(daemon.process.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+        #expect(!FileManager.default.fileExists(atPath: daemon.lockPath))
+        let gone = try daemon.ctsyncd(["-s"])
+        #expect(gone.status == 1 && gone.stderr.contains("is ctsyncd running?"))
+    }
+
+    /// 100k flows in one burst, then all flushed: the cache must equal the kernel, both ways,
+    /// within 5 s each time, even though the small buffer makes the kernel drop events.
+    @Test func burstAndFlushLeaveNoGhosts() throws {
+        let ns = try TestNamespace("ghost")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns) { dir in
+            TestDaemon.config(directory: dir, general: "NetlinkOverrunResync on")
+                .replacingOccurrences(of: "NetlinkBufferSize 2097152", with: "NetlinkBufferSize 262144")
+                .replacingOccurrences(of: "NetlinkBufferSizeMaxGrowth 8388608", with: "NetlinkBufferSizeMaxGrowth 524288")
+        }
+        defer { daemon.stop() }
+        try daemon.start()
+        let flows = burst(100_000)
+        let created = try ns.table { try $0.write(flows, operation: .create).created }
+        #expect(created == 100_000)
+        func kernelKeys() throws -> Set<FlowKey> { Set(try ns.table { try $0.dump() }.map(\.key)) }
+        func cacheKeys() throws -> Set<FlowKey> { Set(try daemon.internalCache().map(\.key)) }
+        func cacheCount() throws -> Int { (try daemon.stats()["internal"] as? [String: Any])?["active"] as? Int ?? -1 }
+        func kernelCount() throws -> Int { try ns.table { try $0.count() } }
+        // Timed on the cheap counts; then the sets are compared exactly, both ways.
+        let filled = try eventually(within: 5) { try cacheCount() == kernelCount() }
+        var k = try kernelKeys()
+        var c = try cacheKeys()
+        #expect(filled && k.count == 100_000, "after the burst: cache \(c.count), kernel \(k.count)")
+        #expect(
+            k.subtracting(c).isEmpty && c.subtracting(k).isEmpty,
+            "after the burst: \(k.subtracting(c).count) missing, \(c.subtracting(k).count) ghosts")
+
+        #expect(try ns.ctsync(["kernel", "flush"]).status == 0)
+        let emptied = try eventually(within: 5) { try cacheCount() == 0 && kernelCount() == 0 }
+        k = try kernelKeys()
+        c = try cacheKeys()
+        #expect(emptied, "after the flush: cache \(c.count), kernel \(k.count)")
+        #expect(k.isEmpty && c.isEmpty, "after the flush: \(k.subtracting(c).count) missing, \(c.subtracting(k).count) ghosts")
+        let stats = try daemon.stats()
+        let netlink = stats["netlink"] as? [String: Any]
+        // The small buffer overflowed, and a resync repaired it.
+        #expect((netlink?["overruns"] as? Int ?? 0) > 0)
+        #expect((netlink?["resyncs"] as? Int ?? 0) > 0)
+    }
+
+    @Test func filterAndHashLimit() throws {
+        let ns = try TestNamespace("flt")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns) { dir in
+            TestDaemon.config(
+                directory: dir, general: "",
+                filter: """
+                    Filter From Userspace {
+                        Protocol Accept {
+                            TCP
+                            UDP
+                        }
+                        Address Ignore {
+                            IPv4_address 198.18.99.0/24
+                        }
+                    }
+                    """
+            ).replacingOccurrences(of: "HashLimit 262144", with: "HashLimit 100")
+        }
+        defer { daemon.stop() }
+        try daemon.start()
+        var icmp = Flow(
+            proto: .icmp, original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!),
+            icmp: ICMPInfo(type: 8, code: 0, id: 1), timeout: 60)
+        icmp.status = []
+        try ns.table { table in
+            _ = try table.write([icmp, testFlow(1, src: "198.18.99.5"), testFlow(2)], operation: .create)
+        }
+        #expect(try eventually(within: 1) { try daemon.internalCache().map(\.key) == [testFlow(2).key] })
+        // HashLimit 100: the 101st flow and beyond are counted, not cached, and nothing breaks.
+        let created = try ns.table { try $0.write(burst(150), operation: .create).created }
+        #expect(created == 150)
+        #expect(try eventually(within: 2) { try daemon.internalCache().count == 100 })
+        let internalStats = try daemon.stats()["internal"] as? [String: Any]
+        #expect((internalStats?["no_space"] as? Int ?? 0) >= 51)
+        #expect(try daemon.ctsyncd(["-s", "cache"]).stdout.contains("no space left in cache:"))
+    }
+
+    @Test func twoDaemonsInTwoNamespacesDoNotInterfere() throws {
+        let a = try TestNamespace("two_a")
+        defer { a.remove() }
+        let b = try TestNamespace("two_b")
+        defer { b.remove() }
+        let da = try TestDaemon(a)
+        defer { da.stop() }
+        let db = try TestDaemon(b)
+        defer { db.stop() }
+        try da.start()
+        try db.start()
+        try a.table { _ = try $0.write(burst(10), operation: .create) }
+        try b.table { _ = try $0.write(burst(20, base: 0xC612_8000), operation: .create) }
+        #expect(try eventually(within: 2) { try da.internalCache().count == 10 && db.internalCache().count == 20 })
+        #expect(try Set(da.internalCache().map(\.key)) == Set(burst(10).map(\.key)))
+    }
+
+    @Test func lockFileRefusesASecondDaemonAndTakesOverAStaleOne() throws {
+        let ns = try TestNamespace("lck")
+        defer { ns.remove() }
+        let first = try TestDaemon(ns)
+        defer { first.stop() }
+        // A stale lock: a file naming a dead process, held by nobody.
+        try "999999\n".write(toFile: first.lockPath, atomically: true, encoding: .utf8)
+        try first.start()
+        let second = try ns.exec([Host.ctsyncd, "-C", first.configPath], timeout: 20)
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("is held by another ctsyncd (pid \(first.process.processIdentifier))"), "\(second.stderr)")
+        #expect(first.process.isRunning)
+        // SIGTERM: orderly shutdown, socket and lock removed.
+        kill(first.process.processIdentifier, SIGTERM)
+        #expect(eventually(within: 5) { !first.process.isRunning })
+        #expect(!FileManager.default.fileExists(atPath: first.socketPath))
+        #expect(!FileManager.default.fileExists(atPath: first.lockPath))
+    }
+
+    @Test func controlSocketSurvivesBadRequests() throws {
+        let ns = try TestNamespace("ctl")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns)
+        defer { daemon.stop() }
+        try daemon.start()
+        let attrs = try FileManager.default.attributesOfItem(atPath: daemon.socketPath)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        let python = """
+            import socket, struct, sys
+            def ask(data):
+                s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+                try:
+                    s.sendall(data)
+                    s.shutdown(socket.SHUT_WR)
+                except OSError as e:
+                    pass  # the daemon may answer before it has read everything
+                out = b""
+                try:
+                    while True:
+                        d = s.recv(65536)
+                        if not d: break
+                        out += d
+                except OSError as e:
+                    return "<" + str(e) + ">"
+                return out.decode(errors="replace").splitlines()[0] if out else "<nothing>"
+            print(ask(b'{"command": "frobnicate"}\\n'))
+            print(ask(b'{not json\\n'))
+            print(ask(struct.pack("=i", 999)))
+            print(ask(b'\\x01\\x02'))
+            print(ask(b'{' + b'x' * 70000))
+            print(ask(b'{"command":"dump","cache":"internal","format":"yaml"}\\n'))
+            print(ask(struct.pack("=i", 21)))
+            """
+        let r = try run(["python3", "-c", python, daemon.socketPath], timeout: 60)
+        let lines = r.lines
+        #expect(lines.count == 7, "\(r.stdout) \(r.stderr)")
+        #expect(lines[0].contains("unknown command 'frobnicate'"))
+        #expect(lines[1].contains("\"status\":\"error\""))
+        #expect(lines[2] == "ctsyncd: unknown request code 999")
+        #expect(lines[3].contains("expected a 4-byte request code"))
+        #expect(lines[4].contains("request larger than 65536 bytes"))
+        #expect(lines[5].contains("unknown dump format 'yaml'"))
+        #expect(lines[6] == "cache internal:")
+        // Still serving.
+        #expect(try daemon.ctsyncd(["-s"]).status == 0)
+        // conntrackd's own client speaks the same protocol.
+        if Host.has("conntrackd") {
+            let theirs = try ns.exec(["conntrackd", "-C", daemon.configPath, "-s"])
+            #expect(theirs.stdout.hasPrefix("cache internal:"), "\(theirs.stdout) \(theirs.stderr)")
+        }
+    }
+
+    @Test func resetTimersSetsPurgeTimeout() throws {
+        let ns = try TestNamespace("rst")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns)
+        defer { daemon.stop() }
+        try daemon.start()
+        try ns.table { _ = try $0.write([testFlow(1), testFlow(2)], operation: .create) }
+        #expect(try daemon.ctsyncd(["-t"]).status == 0)
+        let timeouts = try ns.table { try $0.dump().compactMap(\.timeout) }
+        #expect(timeouts.count == 2 && timeouts.allSatisfy { $0 <= 60 })
+    }
+
+    @Test func backgroundAndSystemdNotify() throws {
+        let ns = try TestNamespace("bg")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns) { TestDaemon.config(directory: $0, general: "Systemd on") }
+        defer {
+            _ = try? daemon.ctsyncd(["-k"])
+            daemon.stop()
+        }
+        // A datagram socket standing in for systemd's.
+        let notifyPath = daemon.directory + "/notify"
+        let receiver = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(receiver) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in notifyPath.utf8.enumerated() { raw[i] = b }
+        }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(receiver, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(receiver, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // -d returns only once the daemon serves requests.
+        let started = try ns.exec(["env", "NOTIFY_SOCKET=\(notifyPath)", Host.ctsyncd, "-C", daemon.configPath, "-d"], timeout: 30)
+        #expect(started.status == 0, "\(started.stderr)")
+        #expect(try daemon.ctsyncd(["-s"]).status == 0)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let n = buffer.withUnsafeMutableBytes { recv(receiver, $0.baseAddress, $0.count, 0) }
+        #expect(n > 0 && String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).hasPrefix("READY=1"))
+        // A second -d on the same configuration fails, with the reason.
+        let again = try ns.exec([Host.ctsyncd, "-C", daemon.configPath, "-d"], timeout: 30)
+        #expect(again.status == 1 && again.stderr.contains("is held by another ctsyncd"), "\(again.stderr)")
+    }
+}

@@ -1,0 +1,78 @@
+import Conntrack
+import Foundation
+import Testing
+
+@testable import SyncDaemon
+
+@Suite struct DaemonArgumentTests {
+    func parse(_ s: String) throws -> DaemonInvocation {
+        try DaemonArguments.parse(s.split(separator: " ").map(String.init))
+    }
+
+    @Test func runsTheDaemon() throws {
+        #expect(try DaemonArguments.parse([]) == .run(configPath: "/etc/conntrackd/conntrackd.conf", daemonize: false))
+        #expect(try parse("-d -C /x.conf") == .run(configPath: "/x.conf", daemonize: true))
+    }
+
+    @Test func conntrackdActions() throws {
+        #expect(try parse("-C c -i") == .request(configPath: "c", .dump(.internal, format: .text, filter: nil)))
+        #expect(try parse("-i ct -x") == .request(configPath: DaemonArguments.defaultConfigPath, .dump(.internal, format: .xml, filter: nil)))
+        #expect(try parse("-e -x") == .request(configPath: DaemonArguments.defaultConfigPath, .dump(.external, format: .xml, filter: nil)))
+        #expect(try parse("-s") == .request(configPath: DaemonArguments.defaultConfigPath, .stats(.general, json: false)))
+        #expect(try parse("-s n") == .request(configPath: DaemonArguments.defaultConfigPath, .stats(.network, json: false)))
+        #expect(try parse("-s multicast") == .request(configPath: DaemonArguments.defaultConfigPath, .stats(.link, json: false)))
+        #expect(try parse("-f") == .request(configPath: DaemonArguments.defaultConfigPath, .flushCache(nil)))
+        #expect(try parse("-f ext") == .request(configPath: DaemonArguments.defaultConfigPath, .flushCache(.external)))
+        #expect(try parse("-F") == .request(configPath: DaemonArguments.defaultConfigPath, .flushKernel))
+        #expect(try parse("-R ct") == .request(configPath: DaemonArguments.defaultConfigPath, .resync))
+        #expect(try parse("-k") == .request(configPath: DaemonArguments.defaultConfigPath, .kill))
+        #expect(try parse("-t") == .request(configPath: DaemonArguments.defaultConfigPath, .resetTimers))
+        #expect(try parse("-c") == .request(configPath: DaemonArguments.defaultConfigPath, .commit))
+        #expect(try parse("-B") == .request(configPath: DaemonArguments.defaultConfigPath, .sendBulk))
+        #expect(try parse("-n") == .request(configPath: DaemonArguments.defaultConfigPath, .requestResync))
+        #expect(try parse("-h") == .help)
+        #expect(try parse("-v") == .version)
+    }
+
+    @Test(arguments: [
+        ("-x", "-x must follow -i or -e"),
+        ("-i -s", "-s cannot be combined with -i"),
+        ("-s bogus", "-s: unknown statistics 'bogus'"),
+        ("-f middle", "-f: unknown cache 'middle'"),
+        ("-i foo", "-i: unknown target 'foo'"),
+        ("-C", "-C needs a configuration file"),
+        ("-d -k", "-d starts the daemon; it cannot be combined with -k"),
+        ("--frob", "unknown option '--frob'"),
+    ])
+    func usageErrors(_ arguments: String, _ expected: String) {
+        do {
+            _ = try parse(arguments)
+            Issue.record("\(arguments) parsed")
+        } catch {
+            #expect("\(error)".hasPrefix(expected), "\(error)")
+        }
+    }
+
+    @Test func legacyCodesMapLikeConntrackd() {
+        #expect(ControlRequest(legacyCode: 16) == .dump(.internal, format: .text, filter: nil))
+        #expect(ControlRequest(legacyCode: 21) == .stats(.general, json: false))
+        #expect(ControlRequest(legacyCode: 20) == .kill)
+        #expect(ControlRequest(legacyCode: 46) == .commit)
+        #expect(ControlRequest(legacyCode: 99) == nil)
+    }
+
+    @Test func jsonRequestsRoundTrip() throws {
+        var filter = FlowFilter()
+        filter.proto = .tcp
+        filter.source = AddressMatch("198.18.0.0/15")
+        filter.mark = MarkMatch(value: 1, mask: 0xff)
+        let requests: [ControlRequest] = [
+            .dump(.internal, format: .json, filter: filter), .stats(.cache, json: true), .flushCache(.external), .flushCache(nil),
+            .flushKernel, .resync, .resetTimers, .kill, .commit, .sendBulk, .requestResync,
+        ]
+        for request in requests {
+            #expect(try ControlRequest.decode(request.encoded()) == request)
+        }
+        #expect(throws: ControlError.badRequest("unknown command 'x'")) { try ControlRequest.decode(Data(#"{"command":"x"}"#.utf8)) }
+    }
+}
