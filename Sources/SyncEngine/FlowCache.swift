@@ -37,7 +37,7 @@ public enum CacheChange: Sendable, Equatable {
 /// Guarantee: after `resync(with:)` the set of keys equals the dump's, so replaying events
 /// and resyncing after losses keeps it exactly equal to the kernel table.
 public struct FlowCache: Sendable {
-    public private(set) var entries: [FlowKey: CacheEntry]
+    private var table: FlowTable
     public let limit: Int
     public private(set) var counters = CacheCounters()
     /// Packets and bytes of flows that ended here (from their counters, when the kernel keeps them).
@@ -46,29 +46,31 @@ public struct FlowCache: Sendable {
 
     public init(limit: Int, expectedCount: Int = 0) {
         self.limit = max(0, limit)
-        entries = [:]
-        entries.reserveCapacity(min(max(expectedCount, 0), self.limit))
+        table = FlowTable(capacity: min(max(expectedCount, 0), self.limit))
     }
 
-    public var count: Int { entries.count }
-    public var flows: some Collection<Flow> { entries.values.lazy.map(\.flow) }
-    public subscript(key: FlowKey) -> CacheEntry? { entries[key] }
+    public var count: Int { table.count }
+    /// Every entry, in storage order.
+    public var entries: ContiguousArray<CacheEntry> { table.storage }
+    public var flows: some Collection<Flow> { table.storage.lazy.map(\.flow) }
+    public var keys: [FlowKey] { table.storage.map(\.flow.key) }
+    public subscript(key: FlowKey) -> CacheEntry? { table[key] }
 
     /// Stores a complete flow (a NEW event or a dump entry): replaces any entry with the same key.
     @discardableResult
     public mutating func store(_ flow: Flow, now: Int64) -> CacheChange {
         let key = flow.key
-        if let old = entries[key] {
-            entries[key] = CacheEntry(flow: Self.stripped(flow), since: old.since, lastUpdate: now)
+        if let old = table[key] {
+            _ = table.replace(CacheEntry(flow: Self.stripped(flow), since: old.since, lastUpdate: now))
             counters.updated += 1
             return .updated(key)
         }
-        guard entries.count < limit else {
+        guard table.count < limit else {
             counters.createFailed += 1
             counters.noSpace += 1
             return .rejected(key)
         }
-        entries[key] = CacheEntry(flow: Self.stripped(flow), since: now, lastUpdate: now)
+        table.insert(CacheEntry(flow: Self.stripped(flow), since: now, lastUpdate: now))
         counters.created += 1
         return .created(key)
     }
@@ -78,10 +80,10 @@ public struct FlowCache: Sendable {
     @discardableResult
     public mutating func update(_ flow: Flow, present: FlowAttributes, now: Int64) -> CacheChange {
         let key = flow.key
-        guard var entry = entries[key] else { return store(flow, now: now) }
+        guard var entry = table[key] else { return store(flow, now: now) }
         entry.flow = Self.stripped(entry.flow.merging(flow, present: present))
         entry.lastUpdate = now
-        entries[key] = entry
+        _ = table.replace(entry)
         counters.updated += 1
         return .updated(key)
     }
@@ -89,7 +91,7 @@ public struct FlowCache: Sendable {
     /// Applies a DESTROY.
     @discardableResult
     public mutating func remove(_ flow: Flow) -> CacheChange {
-        guard let old = entries.removeValue(forKey: flow.key) else {
+        guard let old = table.remove(flow.key) else {
             counters.destroyFailed += 1
             return .none
         }
@@ -109,20 +111,20 @@ public struct FlowCache: Sendable {
         case .new(let flow):
             return accepts(flow) ? store(flow, now: now) : removeIfPresent(flow)
         case .update(let flow, let present):
-            if let cached = entries[flow.key] {
+            if let cached = table[flow.key] {
                 let merged = cached.flow.merging(flow, present: present)
                 return accepts(merged) ? update(flow, present: present, now: now) : removeIfPresent(flow)
             }
             return accepts(flow) ? store(flow, now: now) : .none
         case .destroy(let flow):
-            return entries[flow.key] == nil ? .none : remove(flow)
+            return table[flow.key] == nil ? .none : remove(flow)
         case .overrun:
             return .none
         }
     }
 
     private mutating func removeIfPresent(_ flow: Flow) -> CacheChange {
-        entries[flow.key] == nil ? .none : remove(flow)
+        table[flow.key] == nil ? .none : remove(flow)
     }
 
     /// The difference a resync made.
@@ -139,7 +141,7 @@ public struct FlowCache: Sendable {
     public mutating func resync<S: Sequence>(with dump: S, now: Int64, accepts: (Flow) -> Bool = { _ in true }) -> ResyncResult
     where S.Element == Flow {
         var result = ResyncResult()
-        var seen = Set<FlowKey>(minimumCapacity: entries.count)
+        var seen = Set<FlowKey>(minimumCapacity: table.count)
         for flow in dump where accepts(flow) {
             seen.insert(flow.key)
             switch store(flow, now: now) {
@@ -149,10 +151,12 @@ public struct FlowCache: Sendable {
             default: break
             }
         }
-        for (key, entry) in entries where !seen.contains(key) {
-            entries.removeValue(forKey: key)
-            counters.destroyed += 1
-            result.removed.append(entry.flow)
+        let gone = table.storage.lazy.map(\.flow.key).filter { !seen.contains($0) }
+        for key in Array(gone) {
+            if let entry = table.remove(key) {
+                counters.destroyed += 1
+                result.removed.append(entry.flow)
+            }
         }
         return result
     }
@@ -160,8 +164,8 @@ public struct FlowCache: Sendable {
     /// Empties the cache; returns how many flows it held.
     @discardableResult
     public mutating func flush() -> Int {
-        let n = entries.count
-        entries.removeAll(keepingCapacity: true)
+        let n = table.count
+        table.removeAll()
         return n
     }
 

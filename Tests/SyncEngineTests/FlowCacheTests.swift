@@ -80,7 +80,7 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
         let dump = (51...120).map { udp(UInt16($0)) }
         let result = cache.resync(with: dump, now: 5)
         #expect(result.added.count == 20 && result.updated == 50 && result.removed.count == 50)
-        #expect(Set(cache.entries.keys) == Set(dump.map(\.key)))
+        #expect(Set(cache.keys) == Set(dump.map(\.key)))
         #expect(cache[udp(60).key]?.since == 0)
     }
 
@@ -101,5 +101,50 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
         #expect(cache[f.key]?.flow.use == nil && cache[f.key]?.flow.counters == nil)
         cache.remove(f)
         #expect(cache.trafficPackets == 4 && cache.trafficBytes == 6)
+    }
+}
+
+@Suite struct FlowTableTests {
+    /// Random inserts and removals against a Dictionary as the model.
+    @Test(arguments: [1, 2, 3])
+    func behavesLikeADictionary(seed: UInt64) {
+        var rng = SplitMix(seed: seed)
+        var table = FlowTable()
+        var model: [FlowKey: CacheEntry] = [:]
+        for step in 0..<20_000 {
+            let port = UInt16(rng.next() % 3000)
+            let flow = udp(port, mark: UInt32(step))
+            switch rng.next() % 3 {
+            case 0, 1:
+                let entry = CacheEntry(flow: flow, since: Int64(step), lastUpdate: Int64(step))
+                if model[flow.key] == nil {
+                    table.insert(entry)
+                } else {
+                    let replaced = table.replace(entry)
+                    #expect(replaced)
+                }
+                model[flow.key] = entry
+            default:
+                let removed = table.remove(flow.key)
+                #expect(removed == model.removeValue(forKey: flow.key))
+            }
+        }
+        #expect(table.count == model.count)
+        for (key, entry) in model { #expect(table[key] == entry) }
+        #expect(Set(table.storage.map(\.flow.key)) == Set(model.keys))
+        table.removeAll()
+        #expect(table.count == 0 && table[udp(1).key] == nil)
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -85,7 +85,7 @@ measure() {  # name binary
     pid=$!
     local deadline=$(( $(date +%s) + 20 ))
     until ip netns exec "$ns" "$binary" -C "$conf" -s >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$deadline" ] || { echo "$name did not start: $(cat "$work/$name.out")" >&2; exit 1; }
+        [ "$(date +%s)" -lt "$deadline" ] || { cp "$work/$name.out" /tmp/daemon-cache-failed.out; echo "$name did not start: $(head -c 2000 "$work/$name.out")" >&2; exit 1; }
         sleep 0.05
     done
     local rss0 cpu0 rss1 cpu1 cpu2 fill drain

@@ -95,8 +95,12 @@ struct ConfigParser {
         if let sync {
             syncConfig = try sync.build(parser: &self)
         }
+        // Some warnings are only known at the end; report them all in file order.
+        let ordered = warnings.enumerated().sorted { a, b in
+            (a.element.line, a.element.column, a.offset) < (b.element.line, b.element.column, b.offset)
+        }.map(\.element)
         return DaemonConfig(
-            path: file, general: general, sync: syncConfig, stats: stats, helper: helper, settings: settings, warnings: warnings)
+            path: file, general: general, sync: syncConfig, stats: stats, helper: helper, settings: settings, warnings: ordered)
     }
 
     // MARK: - Tokens, errors, settings
@@ -294,6 +298,7 @@ struct ConfigParser {
         if t.text.contains("}") || t.text.contains("{") {
             throw error(t, "\(option.text) in \(path): the path '\(t.text)' runs into a brace; put a space before it")
         }
+        try checkSeparated(t, option: option, path: path, expects: "an absolute path")
         if t.text.utf8.count > maximumLength {
             throw error(t, "\(option.text) in \(path) expects a path of at most \(maximumLength) characters, got \(t.text.utf8.count)")
         }
@@ -838,7 +843,13 @@ struct ConfigParser {
                 let (_, network) = try address(o, in: path, family: .ipv4, allowPrefix: false)
                 channel.interfaceAddress = (network.address, o)
             case .ipv6Interface:
-                _ = try address(o, in: path, family: .ipv6, allowPrefix: false)
+                // conntrackd's grammar wants an address token here and then ignores it, so
+                // its value is not checked further.
+                let v = next()
+                guard v.kind == .address else {
+                    throw error(v, "IPv6_interface in \(path) expects an IPv6 address, got \(describe(v))")
+                }
+                try checkSeparated(v, option: o, path: path, expects: "an IPv6 address")
                 warn(o, "IPv6_interface in \(path) is ignored, as conntrackd ignores it: Interface selects the link")
             case .interface:
                 let w = try word(o, in: path, expects: "an interface name")

@@ -88,7 +88,9 @@ public final class Daemon {
             throw DaemonError.startup("\(error)")
         }
         log.notice("---- starting ctsyncd \(CtsyncVersion.string) with \(config.path) ----")
-        for setting in config.inactiveSettings() {
+        // Blocks are named by their options; log the options (leaves) only.
+        let inactive = config.inactiveSettings()
+        for setting in inactive where !inactive.contains(where: { $0.path.hasPrefix(setting.path + ".") }) {
             log.notice("\(config.path):\(setting.line):\(setting.column): option '\(setting.path)' is parsed but not acted on yet")
         }
         if let nice = general.nice, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Int32(nice)) != 0 {
@@ -355,7 +357,7 @@ public final class Daemon {
         let text = FlowTextFormat()
         var out: [UInt8] = []
         out.reserveCapacity(cache.count * 160)
-        for entry in cache.entries.values {
+        for entry in cache.entries {
             if let filter, !filter.matches(entry.flow) { continue }
             var flow = entry.flow
             let age = max(0, now - entry.since)
