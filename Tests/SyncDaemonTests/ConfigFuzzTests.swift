@@ -296,6 +296,18 @@ struct SplitMix64 {
         }
     }
 
+    @Test(.enabled(if: enabled && FileManager.default.isExecutableFile(atPath: "/usr/sbin/conntrackd")))
+    func conntrackdAcceptsTheRepoExamples() throws {
+        let file = NSTemporaryDirectory() + "ctsync-example-\(getpid()).conf"
+        defer { unlink(file) }
+        for path in ConfigFixtures.repoExampleFiles() {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+                .replacingOccurrences(of: "/run/ctsyncd/", with: "/nonexistent-ctsync/")
+            let (accepted, output) = Self.conntrackdAccepts(Array(text.utf8), file: file)
+            #expect(accepted, "\(path): \(output)")
+        }
+    }
+
     /// Files ctsync accepts on purpose although conntrackd's parser rejects them
     /// (docs/configuration.md, "Looser").
     static func documentedLooser(_ text: String) -> Bool {
