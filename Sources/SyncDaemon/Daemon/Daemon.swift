@@ -45,6 +45,8 @@ public final class Daemon {
     private var bufferSize: Int
     private let foreground: Bool
 
+    /// The event socket's buffer when the configuration sets no usable size.
+    static let defaultBufferSize = 4 << 20
     /// Quiet time after the last event before an owed resync runs.
     static let resyncQuietMilliseconds: Int64 = 200
 
@@ -55,7 +57,9 @@ public final class Daemon {
         log = Logger(label: "ctsyncd") { _ in DaemonLogHandler(sink: sink) }
         cache = FlowCache(limit: config.general.hashLimit, expectedCount: min(config.general.hashSize, config.general.hashLimit))
         filter = config.general.filter
-        bufferSize = config.general.netlinkBufferSize
+        // conntrackd keeps the system default (about 208 KiB) when no usable size is set; a
+        // burst overflows that at once, so ctsync starts larger.
+        bufferSize = config.general.effectiveNetlinkBufferSize ?? Self.defaultBufferSize
         self.foreground = foreground
     }
 
@@ -88,6 +92,7 @@ public final class Daemon {
             throw DaemonError.startup("\(error)")
         }
         log.notice("---- starting ctsyncd \(CtsyncVersion.string) with \(config.path) ----")
+        for warning in config.warnings { log.warning("\(warning)") }
         // Blocks are named by their options; log the options (leaves) only.
         let inactive = config.inactiveSettings()
         for setting in inactive where !inactive.contains(where: { $0.path.hasPrefix(setting.path + ".") }) {
@@ -248,7 +253,7 @@ public final class Daemon {
 
     private func overrun(_ listener: EventListener, now: Int64) {
         stats.overruns += 1
-        let maxGrowth = config.general.netlinkBufferSizeMaxGrowth
+        let maxGrowth = max(config.general.netlinkBufferSizeMaxGrowth, bufferSize)
         if bufferSize < maxGrowth {
             bufferSize = min(maxGrowth, bufferSize * 2)
             try? listener.setReceiveBufferSize(bufferSize)
