@@ -255,6 +255,20 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
         }
     }
 
+    @Test func pollingModeFollowsTheKernelWithoutEvents() throws {
+        let ns = try TestNamespace("poll")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns) { TestDaemon.config(directory: $0, general: "PollSecs 1") }
+        defer { daemon.stop() }
+        try daemon.start()
+        try ns.table { _ = try $0.write(burst(50), operation: .create) }
+        #expect(try eventually(within: 3) { try daemon.internalCache().count == 50 })
+        try ns.table { try $0.flush() }
+        #expect(try eventually(within: 3) { try daemon.internalCache().isEmpty })
+        let netlink = try daemon.stats()["netlink"] as? [String: Any]
+        #expect(netlink?["events_received"] as? Int == 0)
+    }
+
     @Test func resetTimersSetsPurgeTimeout() throws {
         let ns = try TestNamespace("rst")
         defer { ns.remove() }

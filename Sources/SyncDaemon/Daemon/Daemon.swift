@@ -226,28 +226,26 @@ public final class Daemon {
     private func readEvents(_ listener: EventListener) {
         let now = monotonicMilliseconds()
         let seconds = now / 1000
-        // Drain in batches, but give the control socket a turn after a large one.
-        for _ in 0..<16 {
-            let events: [FlowEvent]
-            do {
-                events = try listener.next(timeoutMilliseconds: 0, limit: 4096)
-            } catch {
-                log.error("reading events: \(error)")
-                return
+        // EventIterationLimit events per turn of the loop (conntrackd's "per wakeup"), read
+        // as one batch; then the control socket gets its turn.
+        let limit = max(1, config.general.eventIterationLimit)
+        let events: [FlowEvent]
+        do {
+            events = try listener.next(timeoutMilliseconds: 0, limit: limit)
+        } catch {
+            log.error("reading events: \(error)")
+            return
+        }
+        if events.isEmpty { return }
+        lastEventAt = now
+        for event in events {
+            if event == .overrun {
+                overrun(listener, now: now)
+                continue
             }
-            if events.isEmpty { return }
-            lastEventAt = now
-            for event in events {
-                if event == .overrun {
-                    overrun(listener, now: now)
-                    continue
-                }
-                stats.eventsReceived += 1
-                if case .rejected = cache.apply(event, now: seconds, accepts: filter.accepts) {
-                    continue
-                }
-                if let flow = event.flow, !filter.accepts(flow) { stats.eventsFiltered += 1 }
-            }
+            stats.eventsReceived += 1
+            if case .rejected = cache.apply(event, now: seconds, accepts: filter.accepts) { continue }
+            if let flow = event.flow, !filter.accepts(flow) { stats.eventsFiltered += 1 }
         }
     }
 
