@@ -12,14 +12,16 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 bash scripts/install-deps.sh >/dev/null
 say "Building ctsync (release)"
-swift build -c release --product ctsync 2>&1 | tail -1
+swift build -c release 2>&1 | tail -1
 ctsync="$PWD/.build/release/ctsync"
+ctsyncd="$PWD/.build/release/ctsyncd"
 
 client="ctdemo_client_$$"
 fw="ctdemo_fw_$$"
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    [ -f "$work/ctsyncd.conf" ] && ip netns exec "$fw" "$ctsyncd" -C "$work/ctsyncd.conf" -k >/dev/null 2>&1 || true
     for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     ip netns del "$client" 2>/dev/null || true
     ip netns del "$fw" 2>/dev/null || true
@@ -49,6 +51,26 @@ table inet demo {
     }
 }
 NFT
+
+say "Starting ctsyncd on the firewall: its internal cache mirrors the kernel table"
+cat >"$work/ctsyncd.conf" <<CONF
+General {
+    LogFile $work/ctsyncd.log
+    LockFile $work/ctsyncd.lock
+    UNIX {
+        Path $work/ctsyncd.ctl
+    }
+    NetlinkBufferSize 4194304
+    NetlinkBufferSizeMaxGrowth 16777216
+    Filter From Userspace {
+        Address Ignore {
+            IPv4_address 127.0.0.1
+        }
+    }
+}
+CONF
+in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -d
+echo "ctsyncd is running (conntrackd's flags: -C FILE -d); the log is $work/ctsyncd.log"
 
 say "Watching the firewall's conntrack events in the background (ctsync kernel events)"
 in_fw "$ctsync" kernel events --timeout 60 >"$work/events" 2>"$work/events.err" &
@@ -83,6 +105,11 @@ in_fw "$ctsync" kernel list -p tcp --dport 8080
 say "... and as JSON (-o json): one object per flow, stable field names"
 in_fw "$ctsync" kernel list -p tcp --dport 8080 -o json
 
+say "The daemon saw it: ctsyncd -i (conntrackd's internal-cache layout) and ctsyncd -s"
+for _ in $(seq 1 50); do in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -i | grep -q 8080 && break; sleep 0.05; done
+in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -i
+in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -s | head -6
+
 say "Inserting flows by hand: TCP with mark and zone, IPv6 UDP, ICMP echo, a DNAT'ed TCP flow"
 in_fw "$ctsync" kernel insert -p tcp -s 198.18.1.10 -d 198.18.2.20 --sport 40000 --dport 443 \
     --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 600 -m 7 -w 3
@@ -110,6 +137,36 @@ say "Delete by filter: the 20000 batch flows (destination 198.19.0.53)"
 in_fw "$ctsync" kernel delete -d 198.19.0.53
 echo "flows left: $(in_fw "$ctsync" kernel count)"
 
+say "Meanwhile the daemon's cache followed every change: kernel table and cache compared, flow by flow"
+compare() {
+    in_fw "$ctsync" kernel list -o json 2>/dev/null >"$work/kernel.json"
+    in_fw "$ctsync" cache internal -C "$work/ctsyncd.conf" -o json 2>/dev/null >"$work/cache.json"
+    python3 - "$work/kernel.json" "$work/cache.json" <<'PY'
+import json, sys
+def keys(path):
+    out = {}
+    for line in open(path):
+        f = json.loads(line)
+        o = f["original"]
+        if o["src"] == "127.0.0.1":
+            continue  # the daemon's filter ignores loopback (Address Ignore)
+        out[(f["proto"], o["src"], o["dst"], o.get("sport"), o.get("dport"), f["zone"], json.dumps(f.get("icmp")))] = f
+    return out
+k, c = keys(sys.argv[1]), keys(sys.argv[2])
+missing, ghosts = len(k.keys() - c.keys()), len(c.keys() - k.keys())
+print("kernel (accepted by the filter): %d flows, cache: %d flows, missing: %d, ghosts: %d" % (len(k), len(c), missing, ghosts))
+sys.exit(0 if missing == 0 and ghosts == 0 else 1)
+PY
+}
+for _ in $(seq 1 100); do compare >/dev/null && break; sleep 0.05; done
+compare || true
+in_fw "$ctsync" stats -C "$work/ctsyncd.conf" -o json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("cache counters: created %d, updated %d, destroyed %d; events %d, overruns %d, resyncs %d"
+      % (s["internal"]["created"], s["internal"]["updated"], s["internal"]["destroyed"],
+         s["netlink"]["events_received"], s["netlink"]["overruns"], s["netlink"]["resyncs"]))'
+
 say "Flush the IPv6 family, then everything"
 in_fw "$ctsync" kernel flush -f ipv6
 in_fw "$ctsync" kernel flush
@@ -120,4 +177,6 @@ head -n 8 "$work/events" | cut -c1-150
 say "Errors name what is wrong and exit non-zero (2 for usage, 1 for failures)"
 in_fw "$ctsync" kernel list -s 198.18.0.300 || echo "(exit $?)"
 in_fw "$ctsync" kernel insert -p tcp -s 198.18.1.10 -d 198.18.2.20 --sport 1 --dport 2 || echo "(exit $?)"
+say "Stopping the daemon (ctsyncd -k)"
+in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -k
 say "Done: namespaces and processes are removed on exit"
