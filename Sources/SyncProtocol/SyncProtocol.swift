@@ -109,7 +109,7 @@ public struct SyncMessage: Sendable, Equatable {
 
 /// Serial-number comparisons of 32-bit sequence numbers (RFC 1982 style, as conntrackd's
 /// `before`/`after`).
-public enum Sequence {
+public enum SequenceNumber {
     public static func before(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: a &- b) < 0 }
     public static func after(_ a: UInt32, _ b: UInt32) -> Bool { before(b, a) }
     /// a ≤ x ≤ b in serial arithmetic.
