@@ -37,6 +37,7 @@ let package = Package(
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack"]),
         .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack"]),
         .testTarget(name: "SyncEngineTests", dependencies: ["SyncEngine", "Conntrack"]),
+        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "Conntrack"]),
         .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "SyncEngine", "Conntrack"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Conntrack"]),
     ],

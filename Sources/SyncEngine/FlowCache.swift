@@ -131,6 +131,8 @@ public struct FlowCache: Sendable {
     public struct ResyncResult: Sendable, Equatable {
         public var added: [FlowKey] = []
         public var updated = 0
+        /// Flows whose state differs from what the cache held (a changed mark, TCP state, ...).
+        public var changed: [FlowKey] = []
         /// Flows that were cached but are no longer in the kernel (ghosts removed).
         public var removed: [Flow] = []
         public var rejected = 0
@@ -144,6 +146,7 @@ public struct FlowCache: Sendable {
         var seen = Set<FlowKey>(minimumCapacity: table.count)
         for flow in dump where accepts(flow) {
             seen.insert(flow.key)
+            if let old = table[flow.key], !old.flow.sameState(as: flow) { result.changed.append(flow.key) }
             switch store(flow, now: now) {
             case .created(let key): result.added.append(key)
             case .updated: result.updated += 1

@@ -75,7 +75,7 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
 
         // Not yet available: said, exit 1.
         let commit = try daemon.ctsyncd(["-c"])
-        #expect(commit.status == 1 && commit.stderr.contains("not available until replication"))
+        #expect(commit.status == 1 && commit.stderr.contains("not available until commit lands"))
 
         // -k stops it; socket and lock are removed.
         #expect(try daemon.ctsyncd(["-k"]).status == 0)

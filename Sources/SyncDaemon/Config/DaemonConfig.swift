@@ -82,6 +82,24 @@ public struct DaemonConfig: Sendable, Equatable {
         for mode in ["FTFW", "NOTRACK", "ALARM"] {
             paths.insert("Sync.Mode \(mode).PurgeTimeout")
         }
+        // Replication (FTFW over one UDP or Multicast link).
+        paths.formUnion([
+            "Sync", "Sync.Mode FTFW", "Sync.Mode FTFW.ResendQueueSize", "Sync.Mode FTFW.ACKWindowSize",
+            "Sync.Mode FTFW.StartupResync", "Sync.Mode FTFW.CommitTimeout", "Sync.CommitTimeout", "Sync.Options",
+            "Sync.Options.TCPWindowTracking", "Sync.UDP", "Sync.Multicast",
+        ])
+        for option in [
+            "IPv4_address", "IPv6_address", "IPv4_Destination_Address", "IPv6_Destination_Address", "Port", "Interface",
+            "SndSocketBuffer", "RcvSocketBuffer", "Checksum", "Default",
+        ] {
+            paths.insert("Sync.UDP.\(option)")
+        }
+        for option in [
+            "IPv4_address", "IPv6_address", "Group", "IPv4_interface", "IPv6_interface", "Interface", "SndSocketBuffer",
+            "RcvSocketBuffer", "Checksum", "Default",
+        ] {
+            paths.insert("Sync.Multicast.\(option)")
+        }
         return paths
     }()
 

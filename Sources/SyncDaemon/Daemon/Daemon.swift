@@ -28,7 +28,7 @@ public final class Daemon {
     private let logSink: DaemonLogSink
     private let log: Logger
     private var cache: FlowCache
-    private var externalCounters = CacheCounters()
+    private var replication: Replication?
     private var stats = RuntimeStats()
     private var lock: LockFile?
     private var control: ControlServer?
@@ -149,6 +149,20 @@ public final class Daemon {
         log.notice(
             "internal cache loaded: \(cache.count) flows from the kernel (\(dumped.count - cache.count) filtered out\(result.rejected > 0 ? ", \(result.rejected) over HashLimit" : ""))"
         )
+        if let sync = config.sync {
+            let replication = try Replication(config: sync, hashLimit: general.hashLimit, now: monotonicMilliseconds(), log: log)
+            // Announce what we hold (a restarted node's peer may have missed changes), and ask
+            // for the peer's table when configured to.
+            replication.engine.enqueueAll(cache.keys)
+            if sync.mode.startupResync {
+                replication.engine.requestResync()
+                log.notice("resync requested from the peer (StartupResync)")
+            }
+            log.notice(
+                "replicating in \(replication.modeName) mode over \(sync.channels[sync.defaultChannelIndex ?? 0].kind) link \(sync.channels[sync.defaultChannelIndex ?? 0].interface) (\(replication.channel.payloadLimit)-byte datagrams)"
+            )
+            self.replication = replication
+        }
         if let interval = notifier.watchdogIntervalMilliseconds { nextWatchdog = monotonicMilliseconds() + interval }
         if general.systemd { notifier.notify("READY=1\nSTATUS=tracking \(cache.count) flows") }
         log.notice("control socket at \(general.unixPath); ready")
@@ -192,9 +206,11 @@ public final class Daemon {
             let now = monotonicMilliseconds()
             var descriptors = [pollfd(fd: signalPipeRead, events: Int16(POLLIN), revents: 0)]
             if let listener { descriptors.append(pollfd(fd: listener.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
+            let channelIndex = descriptors.count
+            if let replication { descriptors.append(pollfd(fd: replication.channel.receiveDescriptor, events: Int16(POLLIN), revents: 0)) }
             let controlStart = descriptors.count
             if let control { descriptors += control.pollDescriptors() }
-            let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline].compactMap { $0 }
+            let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick].compactMap { $0 }
             let timeout = deadlines.min().map { Int32(clamping: max(0, $0 - now)) } ?? 1000
             let ready = poll(&descriptors, nfds_t(descriptors.count), resyncDue != nil ? min(timeout, Int32(Self.resyncQuietMilliseconds)) : timeout)
             if ready < 0 && errno != EINTR {
@@ -203,8 +219,10 @@ public final class Daemon {
             }
             if descriptors[0].revents != 0 { handleSignals() }
             if let listener, descriptors.count > 1, descriptors[1].revents != 0 { readEvents(listener) }
+            if let replication, descriptors[channelIndex].revents != 0 { receiveFromPeer(replication) }
             control?.service(Array(descriptors[controlStart...]), now: monotonicMilliseconds(), handle: handleRequest)
             runTimers()
+            replication?.flush(now: monotonicMilliseconds(), cache: cache)
         }
     }
 
@@ -244,8 +262,36 @@ public final class Daemon {
                 continue
             }
             stats.eventsReceived += 1
-            if case .rejected = cache.apply(event, now: seconds, accepts: filter.accepts) { continue }
+            let change = cache.apply(event, now: seconds, accepts: filter.accepts)
+            announce(change)
+            if case .rejected = change { continue }
             if let flow = event.flow, !filter.accepts(flow) { stats.eventsFiltered += 1 }
+        }
+    }
+
+    /// Tells the peer about a change of the internal cache.
+    private func announce(_ change: CacheChange) {
+        guard let replication else { return }
+        switch change {
+        case .created(let key): replication.engine.flowChanged(key, created: true)
+        case .updated(let key): replication.engine.flowChanged(key, created: false)
+        case .destroyed(let flow): replication.engine.flowDestroyed(flow)
+        case .rejected, .none: break
+        }
+    }
+
+    private func receiveFromPeer(_ replication: Replication) {
+        let now = monotonicMilliseconds()
+        for action in replication.receive(now: now, limit: max(1, config.general.eventIterationLimit)) {
+            switch action {
+            case .bulkRequested:
+                log.notice("resync requested by the peer: sending \(cache.count) flows")
+                replication.engine.enqueueAll(cache.keys)
+            case .peerRestarted:
+                log.notice("the peer restarted")
+            case .apply:
+                break
+            }
         }
     }
 
@@ -280,6 +326,7 @@ public final class Daemon {
             resyncWithKernel(reason: "poll")
             nextPoll = now + Int64(config.general.pollSeconds) * 1000
         }
+        if let replication, now >= replication.engine.nextTick { replication.engine.tick(now: now) }
         if let due = nextWatchdog, now >= due {
             notifier.notify("WATCHDOG=1")
             nextWatchdog = now + (notifier.watchdogIntervalMilliseconds ?? 1000)
@@ -294,6 +341,12 @@ public final class Daemon {
             stats.resyncs += 1
             stats.resyncAdded += result.added.count
             stats.resyncRemoved += result.removed.count
+            if let replication {
+                // What the overrun hid from us, the peer did not hear either.
+                for key in result.added { replication.engine.flowChanged(key, created: true) }
+                for key in result.changed { replication.engine.flowChanged(key, created: false) }
+                for flow in result.removed { replication.engine.flowDestroyed(flow) }
+            }
             if reason != "poll" || !result.added.isEmpty || !result.removed.isEmpty {
                 log.notice("resync with kernel table (\(reason)): \(cache.count) flows, \(result.added.count) added, \(result.removed.count) gone")
             }
@@ -311,14 +364,18 @@ public final class Daemon {
         stats.localRequests += 1
         switch request {
         case .dump(let which, let format, let filter):
-            guard which == .internal else { return .success() }
-            return .success(bytes: dump(format: format, filter: filter))
+            if which == .external {
+                guard let replication else { return .success() }
+                return .success(bytes: dump(replication.external, format: format, filter: filter))
+            }
+            return .success(bytes: dump(cache, format: format, filter: filter))
         case .stats(let section, let json):
             return .success(json ? statsJSON() : statsText(section))
         case .flushCache(let which):
             var flushed = 0
-            if which != .external { flushed = cache.flush() }
-            log.notice("flushing caches: \(flushed) flows left the internal cache")
+            if which != .external { flushed += cache.flush() }
+            if which != .internal, let replication { flushed += replication.external.flush() }
+            log.notice("flushing caches (\(which.map(\.rawValue) ?? "internal and external")): \(flushed) flows")
             return .success(legacy ? "" : "{\"flushed\":\(flushed)}\n")
         case .flushKernel:
             do {
@@ -339,8 +396,18 @@ public final class Daemon {
             log.notice("stop requested on the control socket")
             running = false
             return .success()
-        case .commit, .sendBulk, .requestResync:
-            return .failure("\(Self.name(of: request)) is not available until replication lands (this ctsyncd has no Sync support yet)")
+        case .sendBulk:
+            guard let replication else { return .failure("bulk send (-B) needs a Sync section") }
+            replication.engine.enqueueAll(cache.keys)
+            log.notice("sending bulk update: \(cache.count) flows")
+            return .success(legacy ? "" : "{\"queued\":\(cache.count)}\n")
+        case .requestResync:
+            guard let replication else { return .failure("resync request (-n) needs a Sync section") }
+            replication.engine.requestResync()
+            log.notice("resync requested from the peer")
+            return .success()
+        case .commit:
+            return .failure("\(Self.name(of: request)) is not available until commit lands (issue 5)")
         case .expectations:
             return .success()
         }
@@ -355,7 +422,7 @@ public final class Daemon {
         }
     }
 
-    private func dump(format: DumpFormat, filter: FlowFilter?) -> [UInt8] {
+    private func dump(_ cache: FlowCache, format: DumpFormat, filter: FlowFilter?) -> [UInt8] {
         let now = monotonicMilliseconds() / 1000
         let text = FlowTextFormat()
         var out: [UInt8] = []
@@ -384,21 +451,34 @@ public final class Daemon {
         switch section {
         case .general:
             return StatsReport.cacheSummary(name: "internal", active: cache.count, counters: cache.counters)
-                + StatsReport.cacheSummary(name: "external", active: 0, counters: externalCounters)
+                + StatsReport.cacheSummary(
+                    name: "external", active: replication?.external.count ?? 0, counters: replication?.external.counters ?? CacheCounters())
                 + StatsReport.traffic(bytes: cache.trafficBytes, packets: cache.trafficPackets)
-                + StatsReport.messageTracking(malformed: 0, lost: 0)
+                + (replication.map { StatsReport.channel($0.channel.counters, device: $0.channel.config.interface, kind: $0.channel.config.kind) }
+                    ?? "")
+                + StatsReport.messageTracking(
+                    malformed: replication?.malformed.values.reduce(0, +) ?? 0, lost: replication?.engine.counters.lost ?? 0)
         case .cache:
             return StatsReport.cacheDetail(name: "internal", active: cache.count, counters: cache.counters)
-                + StatsReport.cacheDetail(name: "external", active: 0, counters: externalCounters)
+                + StatsReport.cacheDetail(
+                    name: "external", active: replication?.external.count ?? 0, counters: replication?.external.counters ?? CacheCounters())
         case .runtime:
             return StatsReport.runtime(stats, now: now, readFailures: control?.readFailures ?? 0, unknownRequests: control?.unknownRequests ?? 0)
         case .network:
-            return StatsReport.network()
+            return StatsReport.network(
+                malformed: replication?.malformed ?? [:], lost: replication?.engine.counters.lost ?? 0,
+                before: replication?.engine.counters.before ?? 0)
+                + (replication.map { StatsReport.channel($0.channel.counters, device: $0.channel.config.interface, kind: $0.channel.config.kind) }
+                    ?? "")
         case .rsqueue:
-            return "resent queue (len=0)\n"
+            return "resent queue (len=\(replication?.engine.resendQueueLength ?? 0))\n"
         case .queue:
             return StatsReport.queues()
-        case .link, .process, .expect:
+        case .link:
+            guard let replication else { return "" }
+            let c = replication.channel
+            return StatsReport.channel(c.counters, device: c.config.interface, kind: c.config.kind, link: true)
+        case .process, .expect:
             return ""
         }
     }
@@ -412,7 +492,17 @@ public final class Daemon {
         let now = monotonicMilliseconds() / 1000
         return "{\"uptime_seconds\":\(max(0, now - stats.startedAt)),"
             + "\"internal\":\(counters(cache.counters, active: cache.count)),"
-            + "\"external\":\(counters(externalCounters, active: 0)),"
+            + "\"external\":\(counters(replication?.external.counters ?? CacheCounters(), active: replication?.external.count ?? 0)),"
+            + (replication.map { r in
+                let c = r.channel.counters
+                let e = r.engine.counters
+                return "\"sync\":{\"mode\":\"\(r.modeName)\",\"sent\":\(e.sent),\"received\":\(e.received),\"retransmitted\":\(e.retransmitted),"
+                    + "\"acks_sent\":\(e.acksSent),\"nacks_sent\":\(e.nacksSent),\"nacks_received\":\(e.nacksReceived),\"lost\":\(e.lost),"
+                    + "\"before\":\(e.before),\"peer_restarts\":\(e.peerRestarts),\"resend_queue\":\(r.engine.resendQueueLength),"
+                    + "\"resend_queue_overflows\":\(e.resendQueueOverflows),\"malformed\":\(r.malformed.values.reduce(0, +)),"
+                    + "\"datagrams_sent\":\(c.datagramsSent),\"datagrams_received\":\(c.datagramsReceived),\"bytes_sent\":\(c.bytesSent),"
+                    + "\"bytes_received\":\(c.bytesReceived),\"send_errors\":\(c.sendErrors)},"
+            } ?? "")
             + "\"hash_limit\":\(cache.limit),"
             + "\"traffic\":{\"bytes\":\(cache.trafficBytes),\"packets\":\(cache.trafficPackets)},"
             + "\"netlink\":{\"events_received\":\(stats.eventsReceived),\"events_filtered\":\(stats.eventsFiltered),"

@@ -79,14 +79,23 @@ enum StatsReport {
             + "\tlocal unknown request:\t\t\(pad(unknownRequests))\n\n"
     }
 
-    static func network() -> String {
-        "network statistics:\n\trecv:\n"
-            + [
-                "Malformed messages", "Wrong protocol version", "Malformed header", "Malformed payload", "Bad message type",
-                "Truncated message", "Bad message size",
-            ].map { "\t\t\($0):\t\(pad(0, 20))\n" }.joined()
+    static func network(malformed: [String: Int] = [:], lost: Int = 0, before: Int = 0) -> String {
+        let total = malformed.values.reduce(0, +)
+        let kinds = ["Wrong protocol version", "Malformed header", "Malformed payload", "Bad message type", "Truncated message", "Bad message size"]
+        return "network statistics:\n\trecv:\n"
+            + "\t\tMalformed messages:\t\(pad(total, 20))\n"
+            + kinds.map { "\t\t\($0):\t\(pad(malformed[$0] ?? 0, 20))\n" }.joined()
             + "\tsend:\n\t\tMalformed messages:\t\(pad(0, 20))\n\n"
-            + "sequence tracking statistics:\n\trecv:\n\t\tPackets lost:\t\t\(pad(0, 20))\n\t\tPackets before:\t\t\(pad(0, 20))\n\n"
+            + "sequence tracking statistics:\n\trecv:\n\t\tPackets lost:\t\t\(pad(lost, 20))\n\t\tPackets before:\t\t\(pad(before, 20))\n\n"
+    }
+
+    static func channel(_ c: ChannelCounters, device: String, kind: ChannelKind, link: Bool = false) -> String {
+        let name = kind == .multicast ? "Multicast" : kind == .tcp ? "TCP" : "UDP"
+        let head = link ? "\(name) traffic device=\(device) status=RUNNING role=ACTIVE:\n" : "\(name) traffic (active device=\(device)):\n"
+        return head
+            + "\(pad(c.bytesSent, 20)) Bytes sent \(pad(c.bytesReceived, 20)) Bytes recv\n"
+            + "\(pad(c.datagramsSent, 20)) Pckts sent \(pad(c.datagramsReceived, 20)) Pckts recv\n"
+            + "\(pad(c.sendErrors, 20)) Error send \(pad(c.receiveErrors, 20)) Error recv\n\n"
     }
 
     static func queues() -> String {

@@ -1,0 +1,147 @@
+import Conntrack
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Two firewalls, a and b, joined by a veth pair on 198.18.254.0/24 (the sync link).
+struct SyncPair {
+    let a: TestNamespace
+    let b: TestNamespace
+    static let port = 3780
+
+    init(_ tag: String) throws {
+        a = try TestNamespace("\(tag)_a")
+        b = try TestNamespace("\(tag)_b")
+        let link = "ctt\(getpid() % 100000)"
+        try run(["ip", "link", "add", "\(link)a", "netns", a.name, "type", "veth", "peer", "name", "\(link)b", "netns", b.name])
+        try run(["ip", "-n", a.name, "addr", "add", "198.18.254.1/24", "dev", "\(link)a"])
+        try run(["ip", "-n", b.name, "addr", "add", "198.18.254.2/24", "dev", "\(link)b"])
+        try run(["ip", "-n", a.name, "link", "set", "\(link)a", "up"])
+        try run(["ip", "-n", b.name, "link", "set", "\(link)b", "up"])
+        linkName = link
+    }
+    let linkName: String
+
+    /// The Sync section of one side (FTFW over UDP unicast).
+    func syncSection(local: String, peer: String, interface: String, extra: String = "") -> String {
+        """
+        Sync {
+            Mode FTFW {
+                ResendQueueSize 262144
+                \(extra)
+            }
+            UDP {
+                IPv4_address \(local)
+                IPv4_Destination_Address \(peer)
+                Port \(Self.port)
+                Interface \(interface)
+                SndSocketBuffer 8388608
+                RcvSocketBuffer 8388608
+                Checksum on
+            }
+        }
+        """
+    }
+
+    func daemons(extra: String = "") throws -> (TestDaemon, TestDaemon) {
+        let da = try TestDaemon(a) { dir in
+            TestDaemon.config(
+                directory: dir, extra: syncSection(local: "198.18.254.1", peer: "198.18.254.2", interface: "\(linkName)a", extra: extra))
+        }
+        let db = try TestDaemon(b) { dir in
+            TestDaemon.config(
+                directory: dir, extra: syncSection(local: "198.18.254.2", peer: "198.18.254.1", interface: "\(linkName)b", extra: extra))
+        }
+        return (da, db)
+    }
+
+    /// Drops `percent` % of the sync datagrams arriving in `namespace` (nftables; no netem here).
+    func dropSync(in namespace: TestNamespace, percent: Int) throws {
+        let rules =
+            "table inet cttloss {\n chain input {\n type filter hook input priority -300;\n udp dport \(Self.port) numgen random mod 100 < \(percent) drop\n }\n}\n"
+        let r = try namespace.exec(["nft", "-f", "-"], input: rules)
+        guard r.status == 0 else { throw TestDaemon.DaemonFailure(message: "nft: \(r.stderr)") }
+    }
+
+    func remove() {
+        a.remove()
+        b.remove()
+    }
+}
+
+extension TestDaemon {
+    /// The external cache as flows, through `ctsync cache external -o json`.
+    func externalCache() throws -> [Flow] {
+        let r = try namespace.ctsync(["cache", "external", "-o", "json", "-C", configPath])
+        guard r.status == 0 else { throw DaemonFailure(message: "cache dump failed: \(r.stderr)") }
+        return try r.lines.map(FlowJSON.decode)
+    }
+
+    func externalCount() throws -> Int { (try stats()["external"] as? [String: Any])?["active"] as? Int ?? -1 }
+}
+
+@Suite(.serialized, requiresNamespaces) struct ReplicationTests {
+    /// Flows of one side appear in the other's external cache, field by field; destroys follow.
+    @Test func flowsReplicateBothWaysAndDestroysFollow() throws {
+        let pair = try SyncPair("rep")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons()
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        var onA = burst(500)
+        onA[0].mark = 77
+        onA[1].labels = FlowLabels()
+        let onB = burst(300, base: 0xC612_8000)
+        try pair.a.table { _ = try $0.write(onA, operation: .create) }
+        try pair.b.table { _ = try $0.write(onB, operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 500 && da.externalCount() == 300 })
+        let external = try db.externalCache()
+        let kernel = try pair.a.table { try $0.dump() }
+        #expect(Set(external.map(\.key)) == Set(kernel.map(\.key)))
+        for flow in kernel {
+            let mirrored = external.first { $0.key == flow.key }
+            #expect(mirrored.map { $0.mark == flow.mark && $0.status.contains(.confirmed) == flow.status.contains(.confirmed) } == true)
+        }
+        try pair.a.table { try $0.flush() }
+        #expect(try eventually(within: 10) { try db.externalCount() == 0 })
+        #expect(try da.externalCount() == 300)
+    }
+
+    /// 50k flows, then all flushed, with a fraction of the sync datagrams dropped: the peer's
+    /// external cache must end exactly equal to the kernel table (0 missing, 0 ghosts).
+    @Test(arguments: [0, 20, 40])
+    func fiftyThousandFlowsUnderLoss(percent: Int) throws {
+        let pair = try SyncPair("loss\(percent)")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons()
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        if percent > 0 { try pair.dropSync(in: pair.b, percent: percent) }
+        let flows = burst(50_000)
+        try pair.a.table { _ = try $0.write(flows, operation: .create) }
+        let filled = try eventually(within: 60) { try db.externalCount() == 50_000 }
+        let mirrored = Set(try db.externalCache().map(\.key))
+        let kernel = Set(try pair.a.table { try $0.dump() }.map(\.key))
+        #expect(filled, "\(percent)% loss: \(kernel.subtracting(mirrored).count) missing, \(mirrored.subtracting(kernel).count) ghosts")
+        #expect(mirrored == kernel)
+        try pair.a.table { try $0.flush() }
+        let emptied = try eventually(within: 60) { try db.externalCount() == 0 }
+        let ghosts = try db.externalCount()
+        #expect(emptied, "\(percent)% loss: \(ghosts) ghosts after the flush")
+        if percent > 0 {
+            let sync = try db.stats()["sync"] as? [String: Any]
+            #expect((sync?["nacks_sent"] as? Int ?? 0) > 0)
+        }
+    }
+}

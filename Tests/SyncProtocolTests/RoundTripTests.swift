@@ -1,0 +1,163 @@
+import Conntrack
+import SyncProtocol
+import Testing
+
+/// encode → decode over generated flows, and exactly what survives the trip.
+@Suite struct RoundTripTests {
+    static let optionSets: [EncodeOptions] = [
+        EncodeOptions(),
+        EncodeOptions(includeTimeout: false),
+        EncodeOptions(includeWindowScale: true),
+        EncodeOptions(includeTimeout: false, includeWindowScale: true, includeZeroMark: true, includeEmptySynproxy: true),
+    ]
+
+    @Test(arguments: 0..<4) func generatedMessagesRoundTrip(_ optionIndex: Int) throws {
+        let options = Self.optionSets[optionIndex]
+        var rng = SeededGenerator(seed: 0x5eed_0000 + UInt64(optionIndex))
+        for _ in 0..<2_500 {
+            let message = FlowGenerator.message(&rng)
+            let bytes = SyncWire.encode(message, options: options)
+            #expect(bytes.count % 4 == 0)
+            #expect(Int(bytes[2]) << 8 | Int(bytes[3]) == bytes.count)
+            #expect(bytes.count <= SyncProtocol.maximumMessageSize)
+            let (decoded, length) = try SyncWire.decodeMessage(bytes)
+            #expect(length == bytes.count)
+            #expect(decoded.sequence == message.sequence && decoded.hello == message.hello)
+            switch (message.body, decoded.body) {
+            case (.flow(let kind, let flow), .flow(let decodedKind, let decodedFlow)):
+                #expect(kind == decodedKind)
+                let expected = SyncWire.asReceived(flow, options: options)
+                #expect(decodedFlow == expected, "\(FlowJSON.encode(decodedFlow))\n  vs \(FlowJSON.encode(expected))")
+                // What survives is a fixed point: it travels unchanged and encodes to the same bytes.
+                #expect(SyncWire.asReceived(expected, options: options) == expected)
+                #expect(
+                    SyncWire.encode(SyncMessage(sequence: message.sequence, hello: message.hello, body: .flow(kind, expected)), options: options)
+                        == bytes)
+            default:
+                #expect(decoded == message)
+            }
+        }
+    }
+
+    @Test func datagramsOfPackedMessagesDecodeInOrder() throws {
+        var rng = SeededGenerator(seed: 42)
+        for _ in 0..<200 {
+            let messages = (0..<Int.random(in: 1...20, using: &rng)).map { _ in FlowGenerator.message(&rng) }
+            var datagram: [UInt8] = []
+            for message in messages { SyncWire.encode(message, into: &datagram) }
+            let (decoded, error) = SyncWire.decodeDatagram(datagram)
+            #expect(error == nil)
+            #expect(decoded.count == messages.count)
+            let frames = datagram.withUnsafeBytes { SyncWire.decodeFrames($0) }
+            #expect(frames.error == nil && frames.frames.count == messages.count)
+            for (frame, message) in zip(frames.frames, messages) {
+                #expect(frame.header.sequence == message.sequence)
+                #expect((try? frame.message.get()) != nil)
+            }
+            for (a, b) in zip(decoded, messages) {
+                if case .flow(_, let flow) = b.body {
+                    #expect(a.flow == SyncWire.asReceived(flow))
+                } else {
+                    #expect(a == b)
+                }
+            }
+        }
+    }
+
+    // MARK: What survives, rule by rule
+
+    let a = ip("198.18.0.1")
+    let b = ip("198.18.0.2")
+    var base: Flow {
+        Flow(
+            proto: .tcp, original: Tuple(source: a, destination: b, sourcePort: 1000, destinationPort: 80),
+            tcp: TCPInfo(state: .established), status: [.confirmed, .assured, .seenReply], timeout: 120, mark: 5)
+    }
+
+    func trip(_ flow: Flow, _ options: EncodeOptions = .init()) throws -> Flow {
+        let (message, _) = try SyncWire.decodeMessage(SyncWire.encode(SyncMessage(sequence: 1, body: .flow(.new, flow)), options: options))
+        return try #require(message.flow)
+    }
+
+    @Test func aKernelLikeFlowSurvivesWhole() throws {
+        var flow = base
+        flow.labels = FlowLabels(bits: [1, 127])
+        flow.zone = 3
+        flow.helper = "ftp"
+        flow.status.formUnion([.srcNAT, .srcNATDone, .dstNAT, .dstNATDone])
+        flow.reply = Tuple(source: ip("198.18.7.7"), destination: ip("198.18.9.9"), sourcePort: 8080, destinationPort: 1234)
+        #expect(try trip(flow) == flow)
+        #expect(SyncWire.asReceived(flow) == flow)
+    }
+
+    @Test func natTravelsOnlyWithItsStatusBit() throws {
+        var flow = base
+        flow.reply = Tuple(source: ip("198.18.7.7"), destination: ip("198.18.9.9"), sourcePort: 8080, destinationPort: 1234)
+        // No NAT status bits: conntrackd (libnetfilter_conntrack's IS_SNAT/IS_DNAT) sends no NAT.
+        #expect(try trip(flow).reply == flow.original.inverted)
+        flow.status.insert(.srcNATDone)
+        var expected = flow.original.inverted
+        expected.destination = ip("198.18.9.9")
+        expected.destinationPort = 1234
+        #expect(try trip(flow).reply == expected)
+        flow.status.insert(.dstNATDone)
+        #expect(try trip(flow).reply == flow.reply)
+    }
+
+    @Test func optionsDecideTimeoutAndWindowScale() throws {
+        var flow = base
+        flow.tcp = TCPInfo(state: .established, originalFlags: 3, replyFlags: 4, originalWindowScale: 7, replyWindowScale: 8)
+        #expect(try trip(flow).tcp == TCPInfo(state: .established))
+        #expect(
+            try trip(flow, EncodeOptions(includeWindowScale: true)).tcp == TCPInfo(state: .established, originalWindowScale: 7, replyWindowScale: 8))
+        #expect(try trip(flow).timeout == 120)
+        #expect(try trip(flow, EncodeOptions(includeTimeout: false)).timeout == nil)
+    }
+
+    @Test func fieldsThatNeverTravel() throws {
+        var flow = base
+        flow.counters = FlowCounters(originalPackets: 1, originalBytes: 2, replyPackets: 3, replyBytes: 4)
+        flow.use = 2
+        flow.id = 77
+        flow.icmp = ICMPInfo(type: 8, code: 0, id: 1)  // ICMP fields on a TCP flow
+        flow.sctp = SCTPInfo(state: SCTPState(rawValue: 4))
+        let back = try trip(flow)
+        #expect(back.counters == nil && back.use == nil && back.id == nil && back.icmp == nil && back.sctp == nil)
+        #expect(back == base)
+
+        var dccp = Flow(proto: .dccp, original: Tuple(source: a, destination: b, sourcePort: 1, destinationPort: 2))
+        dccp.dccp = DCCPInfo(state: DCCPState(rawValue: 4), role: 1, handshakeSequence: 12345)
+        #expect(try trip(dccp).dccp == DCCPInfo(state: DCCPState(rawValue: 4), role: 1))
+    }
+
+    @Test func helperNamesPeersWouldRejectAreLeftOut() throws {
+        var flow = base
+        for (name, expected) in [
+            ("ftp", "ftp"), ("elevenchars", "elevenchars"), ("twelve-chars", nil), ("fifteen-chars15", nil), ("", nil),
+            ("sip\0junk", "sip"),
+        ] as [(String, String?)] {
+            flow.helper = name
+            #expect(try trip(flow).helper == expected, "\(name)")
+        }
+    }
+
+    /// conntrackd has no port builder for UDPLite and GRE; ctsync sends their ports (and GRE
+    /// keys), which conntrackd receivers accept.
+    @Test func portsOfUDPLiteAndGRETravel() throws {
+        for proto in [L4Protocol.udplite, .gre] {
+            let flow = Flow(proto: proto, original: Tuple(source: a, destination: b, sourcePort: 0x11, destinationPort: 0x22), timeout: 9)
+            #expect(try trip(flow) == flow)
+        }
+        // A protocol without ports keeps none, whatever the tuple held.
+        let esp = Flow(proto: L4Protocol(rawValue: 50), original: Tuple(source: a, destination: b, sourcePort: 1, destinationPort: 2))
+        #expect(try trip(esp).original.sourcePort == 0)
+    }
+
+    @Test func labelsUpToBit127() throws {
+        var flow = base
+        for bits in [[0], [31], [32], [63, 64], [95, 96], [127], Array(0...127)] {
+            flow.labels = FlowLabels(bits: bits)
+            #expect(try trip(flow).labels.bits == bits)
+        }
+    }
+}
