@@ -567,7 +567,8 @@ enum ConfigFixtures {
         // FTFW over UDP is acted on since replication landed.
         #expect(config.inactiveSettings().isEmpty)
         let notrack = try ConfigFixtures.parse(
-            "General { UNIX { Path /run/a } }\nSync { Mode NOTRACK { DisableInternalCache on } UDP { IPv4_address 198.18.0.1 IPv4_Destination_Address 198.18.0.2 Port 1 Interface lan0 } }\n")
+            "General { UNIX { Path /run/a } }\nSync { Mode NOTRACK { DisableInternalCache on } UDP { IPv4_address 198.18.0.1 IPv4_Destination_Address 198.18.0.2 Port 1 Interface lan0 } }\n"
+        )
         #expect(notrack.inactiveSettings().map(\.path) == ["Sync.Mode NOTRACK", "Sync.Mode NOTRACK.DisableInternalCache"])
     }
 
