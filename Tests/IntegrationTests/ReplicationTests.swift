@@ -145,3 +145,64 @@ extension TestDaemon {
         }
     }
 }
+
+/// ctsyncd paired with the real conntrackd (Debian 1.4.7), both directions, FTFW over UDP.
+@Suite(.serialized, requiresNamespaces, .enabled(if: Host.has("conntrackd"), "needs conntrackd (Debian package conntrackd)"))
+struct ConntrackdInteropTests {
+    /// conntrackd's external cache (`conntrackd -e`) as (proto, src, dst, sport, dport) keys.
+    func conntrackdExternal(_ ns: TestNamespace, config: String) throws -> Set<String> {
+        let r = try ns.exec(["conntrackd", "-C", config, "-e"])
+        return Set(r.lines.compactMap(ConntrackLine.init).map { "\($0.proto) \($0.original["src"] ?? "") \($0.original["dst"] ?? "") \($0.original["sport"] ?? "") \($0.original["dport"] ?? "")" })
+    }
+
+    func keys(_ flows: [Flow]) -> Set<String> {
+        Set(flows.map { "\($0.proto.name) \($0.original.source) \($0.original.destination) \($0.original.sourcePort) \($0.original.destinationPort)" })
+    }
+
+    @Test func ctsyncdAndConntrackdReplicateBothWays() throws {
+        let pair = try SyncPair("io")
+        defer { pair.remove() }
+        let (da, dbConfigOnly) = try pair.daemons()
+        defer { da.stop() }
+        // b runs conntrackd on the configuration ctsyncd would have used (same grammar).
+        let conntrackd = Process()
+        conntrackd.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        conntrackd.arguments = ["ip", "netns", "exec", pair.b.name, "conntrackd", "-C", dbConfigOnly.configPath]
+        conntrackd.standardOutput = FileHandle.nullDevice
+        conntrackd.standardError = FileHandle.nullDevice
+        try da.start()
+        try conntrackd.run()
+        defer {
+            _ = try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-k"])
+            if conntrackd.isRunning { kill(conntrackd.processIdentifier, SIGKILL) }
+            dbConfigOnly.stop()
+        }
+        #expect(eventually(within: 10) { ((try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-s"]))?.status ?? 1) == 0 })
+
+        // ctsyncd → conntrackd.
+        let onA = burst(200)
+        try pair.a.table { _ = try $0.write(onA, operation: .create) }
+        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(onA) })
+        // conntrackd → ctsyncd.
+        let onB = burst(150, base: 0xC612_8000)
+        try pair.b.table { _ = try $0.write(onB, operation: .create) }
+        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(onB) })
+        // Destroys propagate both ways.
+        try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
+        try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
+        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
+        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(Array(onB[50...])) })
+
+        // -n (ctsyncd asks conntrackd for its table) after flushing our external cache.
+        #expect(try da.ctsyncd(["-f", "external"]).status == 0)
+        #expect(try da.externalCache().isEmpty)
+        #expect(try da.ctsyncd(["-n"]).status == 0)
+        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(Array(onB[50...])) })
+        // -B the other way: conntrackd flushes its external cache, ctsyncd bulk-sends.
+        #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
+        #expect(try da.ctsyncd(["-B"]).status == 0)
+        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
+        let network = try da.ctsyncd(["-s", "network"]).stdout
+        #expect(network.contains("Malformed messages:\t                   0"), "\(network)")
+    }
+}

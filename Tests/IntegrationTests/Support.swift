@@ -121,10 +121,12 @@ struct ConntrackLine: Equatable {
     init?(_ line: String) {
         var tokens = line.split(separator: " ").map(String.init)
         if tokens.first?.hasPrefix("ipv") == true { tokens.removeFirst(2) }
-        guard tokens.count > 3, let timeout = Int(tokens[2]) else { return nil }
+        guard tokens.count > 3, UInt8(tokens[1]) != nil else { return nil }
         proto = tokens[0]
-        self.timeout = timeout
-        var rest = tokens.dropFirst(3)
+        // conntrackd's cache dumps (-i, -e) leave the timeout out.
+        let timeout = Int(tokens[2])
+        self.timeout = timeout ?? -1
+        var rest = tokens.dropFirst(timeout == nil ? 2 : 3)
         if let first = rest.first, !first.contains("=") {
             state = first
             rest = rest.dropFirst()
