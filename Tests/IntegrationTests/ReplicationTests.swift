@@ -46,15 +46,33 @@ struct SyncPair {
         """
     }
 
-    func daemons(extra: String = "") throws -> (TestDaemon, TestDaemon) {
-        let da = try TestDaemon(a) { dir in
-            TestDaemon.config(
-                directory: dir, extra: syncSection(local: "198.18.254.1", peer: "198.18.254.2", interface: "\(linkName)a", extra: extra))
+    /// The Sync section of one side over multicast (group 225.0.0.50 on the sync link).
+    func multicastSection(local: String, interface: String) -> String {
+        """
+        Sync {
+            Mode FTFW {
+            }
+            Multicast {
+                IPv4_address 225.0.0.50
+                Group \(Self.port)
+                IPv4_interface \(local)
+                Interface \(interface)
+                SndSocketBuffer 8388608
+                RcvSocketBuffer 8388608
+                Checksum on
+            }
         }
-        let db = try TestDaemon(b) { dir in
-            TestDaemon.config(
-                directory: dir, extra: syncSection(local: "198.18.254.2", peer: "198.18.254.1", interface: "\(linkName)b", extra: extra))
+        """
+    }
+
+    func daemons(extra: String = "", multicast: Bool = false) throws -> (TestDaemon, TestDaemon) {
+        let sections = [("198.18.254.1", "198.18.254.2", "\(linkName)a"), ("198.18.254.2", "198.18.254.1", "\(linkName)b")].map {
+            multicast
+                ? multicastSection(local: $0.0, interface: $0.2)
+                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra)
         }
+        let da = try TestDaemon(a) { TestDaemon.config(directory: $0, extra: sections[0]) }
+        let db = try TestDaemon(b) { TestDaemon.config(directory: $0, extra: sections[1]) }
         return (da, db)
     }
 
@@ -112,6 +130,25 @@ extension TestDaemon {
         try pair.a.table { try $0.flush() }
         #expect(try eventually(within: 10) { try db.externalCount() == 0 })
         #expect(try da.externalCount() == 300)
+    }
+
+    @Test func multicastLinkReplicatesBothWays() throws {
+        let pair = try SyncPair("mc")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons(multicast: true)
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        try pair.a.table { _ = try $0.write(burst(400), operation: .create) }
+        try pair.b.table { _ = try $0.write(burst(100, base: 0xC612_8000), operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 400 && da.externalCount() == 100 })
+        try pair.a.table { try $0.flush() }
+        #expect(try eventually(within: 10) { try db.externalCount() == 0 })
+        // Our own datagrams never come back as the peer's (multicast loop is off; own sources ignored).
+        #expect(try da.externalCount() == 100)
     }
 
     /// 50k flows, then all flushed, with a fraction of the sync datagrams dropped: the peer's
