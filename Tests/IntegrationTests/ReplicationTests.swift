@@ -132,6 +132,50 @@ extension TestDaemon {
         #expect(try da.externalCount() == 300)
     }
 
+    /// b restarts while a keeps changing; then a restarts after flows ended while it was down:
+    /// each time the peer converges, with no ghosts of flows that ended meanwhile.
+    @Test func peerRestartsConverge() throws {
+        let pair = try SyncPair("rst")
+        defer { pair.remove() }
+        var (da, db) = try pair.daemons()
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let first = burst(2000)
+        try pair.a.table { _ = try $0.write(first, operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 2000 })
+
+        // b goes down; a changes; b comes back and must catch up.
+        db.stop()
+        let second = burst(1000, base: 0xC612_4000)
+        try pair.a.table { table in
+            _ = try table.write(second, operation: .create)
+            _ = try table.write(Array(first[0..<500]), operation: .delete)
+        }
+        let restartedB = try pair.daemons()
+        restartedB.0.stop()
+        db = restartedB.1
+        try db.start()
+        func converged(_ mirror: TestDaemon, _ source: TestNamespace) throws -> Bool {
+            Set(try mirror.externalCache().map(\.key)) == Set(try source.table { try $0.dump() }.map(\.key))
+        }
+        #expect(try eventually(within: 15) { try converged(db, pair.a) })
+
+        // a goes down; flows end while it is down; a comes back: b must drop the ghosts.
+        da.stop()
+        try pair.a.table { _ = try $0.write(Array(first[500..<1500]), operation: .delete) }
+        let restartedA = try pair.daemons()
+        restartedA.1.stop()
+        da = restartedA.0
+        try da.start()
+        #expect(try eventually(within: 15) { try converged(db, pair.a) })
+        let left = try db.externalCount()
+        #expect(left == 1500, "b holds \(left) of a's flows; a has 1500")
+    }
+
     @Test func multicastLinkReplicatesBothWays() throws {
         let pair = try SyncPair("mc")
         defer { pair.remove() }
@@ -189,11 +233,16 @@ struct ConntrackdInteropTests {
     /// conntrackd's external cache (`conntrackd -e`) as (proto, src, dst, sport, dport) keys.
     func conntrackdExternal(_ ns: TestNamespace, config: String) throws -> Set<String> {
         let r = try ns.exec(["conntrackd", "-C", config, "-e"])
-        return Set(r.lines.compactMap(ConntrackLine.init).map { "\($0.proto) \($0.original["src"] ?? "") \($0.original["dst"] ?? "") \($0.original["sport"] ?? "") \($0.original["dport"] ?? "")" })
+        return Set(
+            r.lines.compactMap(ConntrackLine.init).map {
+                "\($0.proto) \($0.original["src"] ?? "") \($0.original["dst"] ?? "") \($0.original["sport"] ?? "") \($0.original["dport"] ?? "")"
+            })
     }
 
     func keys(_ flows: [Flow]) -> Set<String> {
-        Set(flows.map { "\($0.proto.name) \($0.original.source) \($0.original.destination) \($0.original.sourcePort) \($0.original.destinationPort)" })
+        Set(
+            flows.map { "\($0.proto.name) \($0.original.source) \($0.original.destination) \($0.original.sourcePort) \($0.original.destinationPort)" }
+        )
     }
 
     @Test func ctsyncdAndConntrackdReplicateBothWays() throws {

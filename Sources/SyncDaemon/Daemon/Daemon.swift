@@ -210,7 +210,8 @@ public final class Daemon {
             if let replication { descriptors.append(pollfd(fd: replication.channel.receiveDescriptor, events: Int16(POLLIN), revents: 0)) }
             let controlStart = descriptors.count
             if let control { descriptors += control.pollDescriptors() }
-            let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick].compactMap { $0 }
+            let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick, replication?.sweepDue]
+                .compactMap { $0 }
             let timeout = deadlines.min().map { Int32(clamping: max(0, $0 - now)) } ?? 1000
             let ready = poll(&descriptors, nfds_t(descriptors.count), resyncDue != nil ? min(timeout, Int32(Self.resyncQuietMilliseconds)) : timeout)
             if ready < 0 && errno != EINTR {
@@ -288,7 +289,11 @@ public final class Daemon {
                 log.notice("resync requested by the peer: sending \(cache.count) flows")
                 replication.engine.enqueueAll(cache.keys)
             case .peerRestarted:
-                log.notice("the peer restarted")
+                // Ask for its table and send ours; what it does not announce again is swept.
+                log.notice("the peer restarted: requesting its table, sending ours (\(cache.count) flows)")
+                replication.peerRestarted(now: now)
+                replication.engine.requestResync()
+                replication.engine.enqueueAll(cache.keys)
             case .apply:
                 break
             }
@@ -327,6 +332,9 @@ public final class Daemon {
             nextPoll = now + Int64(config.general.pollSeconds) * 1000
         }
         if let replication, now >= replication.engine.nextTick { replication.engine.tick(now: now) }
+        if let replication, let removed = replication.sweepStale(now: now) {
+            log.notice("after the peer's restart: \(removed) flows it no longer has removed from the external cache")
+        }
         if let due = nextWatchdog, now >= due {
             notifier.notify("WATCHDOG=1")
             nextWatchdog = now + (notifier.watchdogIntervalMilliseconds ?? 1000)

@@ -19,6 +19,11 @@ final class Replication {
     /// Malformed messages by conntrackd's `-s network` category.
     var malformed: [String: Int] = [:]
     private var datagram: [UInt8] = []
+    /// After the peer restarted: its flows we hold that it has not announced again yet.
+    private var stale: Set<FlowKey>?
+    private var lastPeerData: Int64 = 0
+    /// Quiet time (no data from the peer) after which unannounced flows are ghosts.
+    static let staleSweepMilliseconds: Int64 = 2000
 
     init(config: SyncConfig, hashLimit: Int, now: Int64, log: Logger) throws {
         guard case .ftfw(let ftfw) = config.mode else {
@@ -62,6 +67,31 @@ final class Replication {
         if !datagram.isEmpty { datagram.withUnsafeBytes { channel.send($0) } }
     }
 
+    /// The peer restarted: every flow we hold for it is suspect until it announces it again
+    /// (its startup announcement, or the answer to our resync request). conntrackd keeps such
+    /// flows forever, the ghosts of connections that ended while the peer was down.
+    func peerRestarted(now: Int64) {
+        stale = Set(external.keys)
+        lastPeerData = now
+    }
+
+    /// Removes the flows the restarted peer did not announce again, once it has been quiet for a
+    /// while. Returns how many went.
+    func sweepStale(now: Int64) -> Int? {
+        guard let keys = stale, now - lastPeerData >= Self.staleSweepMilliseconds else { return nil }
+        stale = nil
+        var removed = 0
+        for key in keys {
+            if let entry = external[key] {
+                external.remove(entry.flow)
+                removed += 1
+            }
+        }
+        return removed
+    }
+
+    var sweepDue: Int64? { stale == nil ? nil : lastPeerData + Self.staleSweepMilliseconds }
+
     /// Reads what arrived and applies it; returns the actions the daemon must take itself.
     func receive(now: Int64, limit: Int) -> [FTFWAction] {
         var own: [FTFWAction] = []
@@ -71,8 +101,14 @@ final class Replication {
             for message in messages {
                 for action in engine.receive(message, now: now) {
                     switch action {
-                    case .apply(.destroy, let flow): external.remove(flow)
-                    case .apply(_, let flow): external.store(flow, now: now / 1000)
+                    case .apply(.destroy, let flow):
+                        external.remove(flow)
+                        stale?.remove(flow.key)
+                        lastPeerData = now
+                    case .apply(_, let flow):
+                        external.store(flow, now: now / 1000)
+                        stale?.remove(flow.key)
+                        lastPeerData = now
                     case .bulkRequested, .peerRestarted: own.append(action)
                     }
                 }
