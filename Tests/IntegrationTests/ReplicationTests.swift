@@ -176,6 +176,59 @@ extension TestDaemon {
         #expect(left == 1500, "b holds \(left) of a's flows; a has 1500")
     }
 
+    /// An IPv6 sync link (unicast) carrying IPv6 and IPv4 flows; and the CLI's resync request and bulk.
+    @Test func ipv6LinkAndCLIResyncAndBulk() throws {
+        let pair = try SyncPair("v6")
+        defer { pair.remove() }
+        try run(["ip", "-n", pair.a.name, "addr", "add", "2001:db8:254::1/64", "dev", "\(pair.linkName)a", "nodad"])
+        try run(["ip", "-n", pair.b.name, "addr", "add", "2001:db8:254::2/64", "dev", "\(pair.linkName)b", "nodad"])
+        func section(_ local: String, _ peer: String, _ interface: String) -> String {
+            """
+            Sync {
+                Mode FTFW {
+                }
+                UDP {
+                    IPv6_address \(local)
+                    IPv6_Destination_Address \(peer)
+                    Port \(SyncPair.port)
+                    Interface \(interface)
+                }
+            }
+            """
+        }
+        let da = try TestDaemon(pair.a) {
+            TestDaemon.config(directory: $0, extra: section("2001:db8:254::1", "2001:db8:254::2", "\(pair.linkName)a"))
+        }
+        let db = try TestDaemon(pair.b) {
+            TestDaemon.config(directory: $0, extra: section("2001:db8:254::2", "2001:db8:254::1", "\(pair.linkName)b"))
+        }
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        var v6 = Flow(
+            proto: .tcp,
+            original: Tuple(source: IPAddress("2001:db8:1::1")!, destination: IPAddress("2001:db8:2::1")!, sourcePort: 40000, destinationPort: 443),
+            tcp: TCPInfo(state: .established), status: [.seenReply, .assured], timeout: 600, mark: 5)
+        v6.zone = 3
+        try pair.a.table { _ = try $0.write([v6] + burst(99), operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 100 })
+        let mirrored = try db.externalCache().first { $0.family == .ipv6 }
+        #expect(mirrored?.key == v6.key && mirrored?.mark == 5 && mirrored?.tcp?.state == .established)
+        // ctsync flush external on b, then ctsync resync --request: a sends its table again.
+        #expect(try pair.b.ctsync(["flush", "external", "-C", db.configPath]).status == 0)
+        #expect(try db.externalCount() == 0)
+        #expect(try pair.b.ctsync(["resync", "--request", "-C", db.configPath]).status == 0)
+        #expect(try eventually(within: 10) { try db.externalCount() == 100 })
+        // ctsync bulk from a after b flushed again.
+        #expect(try pair.b.ctsync(["flush", "external", "-C", db.configPath]).status == 0)
+        let bulk = try pair.a.ctsync(["bulk", "-C", da.configPath])
+        #expect(bulk.status == 0 && bulk.stderr.contains("100 flows queued"), "\(bulk.stderr)")
+        #expect(try eventually(within: 10) { try db.externalCount() == 100 })
+    }
+
     @Test func multicastLinkReplicatesBothWays() throws {
         let pair = try SyncPair("mc")
         defer { pair.remove() }
@@ -245,10 +298,11 @@ struct ConntrackdInteropTests {
         )
     }
 
-    @Test func ctsyncdAndConntrackdReplicateBothWays() throws {
-        let pair = try SyncPair("io")
+    @Test(arguments: [false, true])
+    func ctsyncdAndConntrackdReplicateBothWays(multicast: Bool) throws {
+        let pair = try SyncPair(multicast ? "iom" : "iou")
         defer { pair.remove() }
-        let (da, dbConfigOnly) = try pair.daemons()
+        let (da, dbConfigOnly) = try pair.daemons(multicast: multicast)
         defer { da.stop() }
         // b runs conntrackd on the configuration ctsyncd would have used (same grammar).
         let conntrackd = Process()

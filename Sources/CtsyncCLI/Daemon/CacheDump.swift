@@ -67,20 +67,48 @@ struct FlushCommand: ParsableCommand {
     }
 }
 
-/// `ctsync resync`: makes the internal cache equal the kernel table now.
+/// `ctsync resync`: makes the internal cache equal the kernel table now; with `--request`,
+/// asks the peer for its whole table instead (`ctsyncd -n`).
 struct ResyncCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "resync", abstract: "Resynchronise the daemon's internal cache with the kernel table.")
+        commandName: "resync",
+        abstract: "Resynchronise the internal cache with the kernel table, or (--request) ask the peer for its table.")
+
+    @Flag(name: .customLong("request"), help: "Ask the peer to send its whole internal cache (ctsyncd -n).")
+    var request = false
 
     @OptionGroup var daemon: DaemonOptions
     @OptionGroup var output: OutputOptions
 
     func run() throws {
+        if request {
+            _ = try daemon.send(.requestResync)
+            summary("resync requested from the peer.")
+            return
+        }
         let answer = try daemon.send(.resync)
         if output.format.style == .json {
             FileHandle.standardOutput.write(Data(answer))
         } else if let o = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any] {
             summary("internal cache resynced: \(o["flows"] ?? 0) flows, \(o["added"] ?? 0) added, \(o["removed"] ?? 0) removed.")
+        }
+    }
+}
+
+/// `ctsync bulk`: sends the whole internal cache to the peer (`ctsyncd -B`).
+struct BulkCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bulk", abstract: "Send the daemon's whole internal cache to the peer (ctsyncd -B).")
+
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let answer = try daemon.send(.sendBulk)
+        if output.format.style == .json {
+            FileHandle.standardOutput.write(Data(answer))
+        } else if let o = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any] {
+            summary("\(o["queued"] ?? 0) flows queued for the peer.")
         }
     }
 }
