@@ -72,7 +72,7 @@ public enum SyncWire {
     /// Appends one message's bytes (header + attributes, 4-byte aligned) to `buffer`.
     public static func encode(_ message: SyncMessage, into buffer: inout [UInt8], options: EncodeOptions = .init()) {
         let start = buffer.count
-        let hello = message.hello.intersection([.hello, .helloBack]).rawValue
+        let hello = message.hello.rawValue & Wire.helloFlags
         switch message.body {
         case .flow(let kind, let flow):
             putHeader(&buffer, type: kind.type.rawValue, flags: hello, sequence: message.sequence)
@@ -101,6 +101,28 @@ public enum SyncWire {
         buffer.reserveCapacity(128)
         encode(message, into: &buffer, options: options)
         return buffer
+    }
+
+    /// Packs messages into datagrams as conntrackd's buffered channels do: a message joins the
+    /// current datagram while the datagram stays strictly below `bufferSize` (the link's MTU
+    /// minus 28 for UDP and multicast, minus 40 for TCP), otherwise the datagram is sent and a
+    /// new one started. A message that fits no datagram goes alone (conntrackd would retry it
+    /// forever).
+    public static func datagrams(_ messages: [SyncMessage], bufferSize: Int, options: EncodeOptions = .init()) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var current: [UInt8] = []
+        var message: [UInt8] = []
+        for item in messages {
+            message.removeAll(keepingCapacity: true)
+            encode(item, into: &message, options: options)
+            if !current.isEmpty && current.count + message.count >= bufferSize {
+                out.append(current)
+                current.removeAll(keepingCapacity: true)
+            }
+            current += message
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
     }
 
     /// The flow a peer decodes from the message `encode` writes for `flow`: exactly what survives

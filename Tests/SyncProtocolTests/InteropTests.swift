@@ -33,7 +33,8 @@ struct InteropTests {
         defer { pair.remove() }
         // Track A's own traffic (the kernel registers its hooks only for a ruleset that needs
         // them) and give flows label space (only once a rule uses labels).
-        try pair.nft(pair.a, "table inet ctt {\n chain out {\n type filter hook output priority 0;\n ct state new counter\n ct label 100 accept\n }\n}\n")
+        let rules = "table inet ctt {\n chain out {\n type filter hook output priority 0;\n ct state new counter\n ct label 100 accept\n }\n}\n"
+        try pair.nft(pair.a, rules)
         let receiver = try UDPSocket(namespace: pair.b, address: pair.addressB, port: 3780)
         defer { receiver.close() }
         let daemon = try pair.startConntrackd(in: pair.a, local: pair.addressA, peer: pair.addressB, port: 3780, interface: pair.vethA)
@@ -157,7 +158,10 @@ struct InteropTests {
         dnat.reply.sourcePort = 8053
         flows.append(dnat)
         flows.append(
-            Flow(proto: .icmp, original: Tuple(source: a, destination: b), icmp: ICMPInfo(type: 8, code: 0, id: 0x0102), status: [.confirmed], timeout: 30))
+            Flow(
+                proto: .icmp, original: Tuple(source: a, destination: b), icmp: ICMPInfo(type: 8, code: 0, id: 0x0102),
+                status: [.confirmed],
+                timeout: 30))
         var zoned = Flow(proto: .udp, original: Tuple(source: a, destination: b, sourcePort: 40003, destinationPort: 53), timeout: 60, zone: 5)
         zoned.labels = FlowLabels(bits: [1, 100, 127])
         flows.append(zoned)

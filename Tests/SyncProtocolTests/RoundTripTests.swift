@@ -64,6 +64,23 @@ import Testing
         }
     }
 
+    /// The reference's bulk resync over a 1500-byte link: 25 messages of 84 bytes went out as
+    /// 1428 bytes (17 messages) and 672 bytes (8).
+    @Test func datagramsArePackedAsConntrackdPacksThem() throws {
+        let flow = Flow(
+            proto: .tcp, original: Tuple(source: a, destination: b, sourcePort: 40000, destinationPort: 80),
+            tcp: TCPInfo(state: .established), status: [.assured, .confirmed], timeout: 300, mark: 7)
+        let messages = (0..<25).map { SyncMessage(sequence: UInt32($0), body: .flow(.new, flow)) }
+        let options = EncodeOptions(includeEmptySynproxy: true)
+        let datagrams = SyncWire.datagrams(messages, bufferSize: 1500 - 28, options: options)
+        #expect(datagrams.map(\.count) == [1428, 672])
+        #expect(datagrams.flatMap { SyncWire.decodeDatagram($0).messages }.map(\.sequence) == (0..<25).map { UInt32($0) })
+        // Strictly below the buffer size: 84 × 17 = 1428 does not fit a 1428-byte buffer.
+        #expect(SyncWire.datagrams(messages, bufferSize: 1428, options: options).map(\.count) == [1344, 756])
+        // A message that fits nothing still goes, alone.
+        #expect(SyncWire.datagrams(Array(messages[0..<2]), bufferSize: 50, options: options).map(\.count) == [84, 84])
+    }
+
     // MARK: What survives, rule by rule
 
     let a = ip("198.18.0.1")

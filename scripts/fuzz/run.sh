@@ -17,7 +17,7 @@ if [ -z "${SWIFTC:-}" ]; then
 fi
 mkdir -p "$out/obj" "$out/corpus" "$out/artifacts"
 
-flags=(-sanitize=fuzzer,address -parse-as-library -swift-version 6 -Onone -gline-tables-only -I Sources/CNetfilter -I "$out/obj")
+flags=(-sanitize=fuzzer,address -parse-as-library -swift-version 6 -Onone -gline-tables-only -use-ld=lld -I Sources/CNetfilter -I "$out/obj")
 read -r -a cflags <<<"$(pkg-config --cflags libnetfilter_conntrack libmnl)"
 for f in "${cflags[@]}"; do flags+=(-Xcc "$f"); done
 
@@ -51,6 +51,8 @@ done
 
 echo "fuzz: running for ${seconds}s with $jobs job(s)"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+# Swift's crash backtracer and ASan's report get in each other's way; ASan's is the one we want.
+export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=no}
 start=$(date +%s)
 status=0
 if [ "$jobs" -gt 1 ]; then
@@ -59,7 +61,7 @@ if [ "$jobs" -gt 1 ]; then
     cat fuzz-*.log >"$out/last-run.log" 2>/dev/null && rm -f fuzz-*.log
 else
     "$out/SyncWireFuzz" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 -artifact_prefix="$out/artifacts/" \
-        "$out/corpus" 2>&1 | tee "$out/last-run.log" | grep -E "^#[0-9]+ +(pulse|DONE)|ERROR|SyncWireFuzz:|stat::" || true
+        "$out/corpus" 2>&1 | tee "$out/last-run.log" | grep -E "^#[0-9]+[[:space:]]+(pulse|DONE)|ERROR|SyncWireFuzz:|stat::" || true
     status=${PIPESTATUS[0]}
 fi
 echo "fuzz: ran $(($(date +%s) - start))s, exit status $status, corpus $(ls "$out/corpus" | wc -l) inputs, log $out/last-run.log"

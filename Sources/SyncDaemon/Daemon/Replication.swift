@@ -96,9 +96,20 @@ final class Replication {
     func receive(now: Int64, limit: Int) -> [FTFWAction] {
         var own: [FTFWAction] = []
         channel.receive(limit: limit) { bytes in
-            let (messages, error) = SyncWire.decodeDatagram(bytes)
+            // conntrackd's receive loop: a framing error ends the datagram; a message whose
+            // payload is rejected is skipped, but its sequence number still counts (so it is
+            // acknowledged, not asked for again and again).
+            let (frames, error) = SyncWire.decodeFrames(bytes)
             if let error { malformed[error.statsCategory.rawValue, default: 0] += 1 }
-            for message in messages {
+            for frame in frames {
+                let message: SyncMessage
+                switch frame.message {
+                case .success(let decoded):
+                    message = decoded
+                case .failure(let error):
+                    malformed[error.statsCategory.rawValue, default: 0] += 1
+                    message = SyncMessage(sequence: frame.header.sequence, hello: frame.header.flags, body: .alive)
+                }
                 for action in engine.receive(message, now: now) {
                     switch action {
                     case .apply(.destroy, let flow):
