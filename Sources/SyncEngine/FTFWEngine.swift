@@ -56,6 +56,8 @@ public struct FTFWEngine: Sendable {
     enum Item: Hashable, Sendable {
         case flow(FlowKey)
         case control(Control)
+        /// A control message sent again under a new number: nothing left to wait for.
+        case hole
     }
 
     // Sending side.
@@ -154,6 +156,7 @@ public struct FTFWEngine: Sendable {
                 } else if let dead = tombstones[key] {
                     body = .flow(.destroy, dead)
                 } else {
+                    resendFlows.removeValue(forKey: key)
                     continue  // gone and already announced
                 }
                 let sequence = take()
@@ -177,6 +180,8 @@ public struct FTFWEngine: Sendable {
                 }
                 out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
                 if control != .alive { remember(sequence, item) }
+            case .hole:
+                break
             }
         }
         counters.sent += out.count
@@ -230,6 +235,8 @@ public struct FTFWEngine: Sendable {
             return true
         case .control:
             return true
+        case .hole:
+            return false
         }
     }
 
@@ -349,48 +356,46 @@ public struct FTFWEngine: Sendable {
         return true
     }
 
+    // The resend queue is in sequence order, so an ACK or NACK only walks its head, up to `to`:
+    // O(range), not O(queue), which matters with 100k messages in flight.
+
     private mutating func acknowledge(from: UInt32, to: UInt32) {
-        var kept: [(sequence: UInt32, item: Item)] = []
-        kept.reserveCapacity(resendQueueLength)
-        for entry in resendQueue[resendHead...] {
-            if SequenceNumber.between(entry.sequence, from, to) {
-                _ = release(entry)
-            } else if SequenceNumber.before(entry.sequence, from) {
+        var index = resendHead
+        while index < resendQueue.count, !SequenceNumber.after(resendQueue[index].sequence, to) {
+            let entry = resendQueue[index]
+            if SequenceNumber.before(entry.sequence, from) {
                 // The peer acknowledges past this message without having acknowledged or asked
                 // for it: it never saw it (it was lost before the peer started counting, e.g.
                 // around a restart). conntrackd leaves such messages waiting forever; ctsync sends
                 // the flow again (its current state) and drops stale control messages.
-                if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence {
-                    enqueue(key)
-                    kept.append(entry)
-                }
+                if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence { enqueue(key) }
             } else {
-                kept.append(entry)
+                _ = release(entry)
             }
+            index += 1
         }
-        resendQueue = kept
-        resendHead = 0
+        resendHead = index
+        compact()
     }
 
     private mutating func retransmit(from: UInt32, to: UInt32) {
-        var kept: [(sequence: UInt32, item: Item)] = []
-        kept.reserveCapacity(resendQueueLength)
-        for entry in resendQueue[resendHead...] {
-            guard SequenceNumber.between(entry.sequence, from, to) else {
-                kept.append(entry)
-                continue
+        var index = resendHead
+        while index < resendQueue.count, !SequenceNumber.after(resendQueue[index].sequence, to) {
+            let entry = resendQueue[index]
+            if SequenceNumber.between(entry.sequence, from, to) {
+                switch entry.item {
+                case .flow(let key):
+                    // Sent again with its current state; this entry becomes a hole at transmit.
+                    if resendFlows[key] == entry.sequence { enqueue(key) }
+                case .control(let control):
+                    txQueue.append(.control(control))
+                    resendQueue[index].item = .hole
+                case .hole:
+                    break
+                }
             }
-            switch entry.item {
-            case .flow(let key):
-                // Sent again with its current state; the old entry becomes a hole at transmit.
-                if resendFlows[key] == entry.sequence { enqueue(key) }
-                kept.append(entry)
-            case .control(let control):
-                txQueue.append(.control(control))
-            }
+            index += 1
         }
-        resendQueue = kept
-        resendHead = 0
     }
 
     // MARK: - Time

@@ -243,5 +243,5 @@ struct Simulation {
     }
 }
 
-/// Seeds per loss setting (60 pass in about 14 s on 2 cores; CI runs 25).
+/// Seeds per loss setting (60 pass in about 8 s on 2 cores; CI runs 25).
 enum LossySeeds { static let count = 25 }
