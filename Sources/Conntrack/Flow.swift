@@ -49,6 +49,9 @@ public struct TCPInfo: Hashable, Sendable {
     public var originalWindowScale: UInt8
     public var replyWindowScale: UInt8
 
+    /// `IP_CT_TCP_FLAG_BE_LIBERAL`: accept any in-window data (no window tracking).
+    public static let beLiberal: UInt8 = 0x08
+
     public init(
         state: TCPState, originalFlags: UInt8 = 0, replyFlags: UInt8 = 0, originalWindowScale: UInt8 = 0,
         replyWindowScale: UInt8 = 0

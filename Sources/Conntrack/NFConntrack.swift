@@ -65,13 +65,20 @@ enum NFConntrack {
             return
         }
 
+        // The kernel applies NAT to a packet only when the flow's NAT was set up by the kernel
+        // itself (the *_NAT status bits are not accepted from user space). A NATed flow is
+        // therefore created un-NATed (reply = inverse of original) with the NAT mappings as
+        // CTA_NAT_SRC/CTA_NAT_DST; the kernel then derives the same reply tuple and marks the
+        // flow for NAT. An update cannot carry NAT (the kernel refuses): only the identity.
+        let reply = purpose == .create && flow.isNATed ? flow.original.inverted : flow.reply
         nfct_set_attr_u8(ct, ATTR_REPL_L3PROTO, l3)
         nfct_set_attr_u8(ct, ATTR_REPL_L4PROTO, flow.proto.rawValue)
-        setAddresses(ct, flow.reply, src: (ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC), dst: (ATTR_REPL_IPV4_DST, ATTR_REPL_IPV6_DST))
+        setAddresses(ct, reply, src: (ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC), dst: (ATTR_REPL_IPV4_DST, ATTR_REPL_IPV6_DST))
         if flow.proto.hasPorts {
-            nfct_set_attr_u16(ct, ATTR_REPL_PORT_SRC, flow.reply.sourcePort.bigEndian)
-            nfct_set_attr_u16(ct, ATTR_REPL_PORT_DST, flow.reply.destinationPort.bigEndian)
+            nfct_set_attr_u16(ct, ATTR_REPL_PORT_SRC, reply.sourcePort.bigEndian)
+            nfct_set_attr_u16(ct, ATTR_REPL_PORT_DST, reply.destinationPort.bigEndian)
         }
+        if purpose == .create && flow.isNATed { setNAT(ct, flow) }
 
         if purpose == .create {
             // The kernel marks flows made over netlink confirmed before it applies
@@ -118,6 +125,26 @@ enum NFConntrack {
         if purpose == .create, let helper = flow.helper, !helper.isEmpty {
             helper.withCString { nfct_set_attr(ct, ATTR_HELPER_NAME, $0) }
         }
+    }
+
+    /// The NAT mappings of a flow as libnetfilter_conntrack's SNAT/DNAT attributes.
+    private static func setNAT(_ ct: OpaquePointer, _ flow: Flow) {
+        if let address = flow.sourceNAT {
+            if address.family == .ipv4 {
+                nfct_set_attr_u32(ct, ATTR_SNAT_IPV4, address.ipv4.bigEndian)
+            } else {
+                address.ipv6Bytes.withUnsafeBytes { nfct_set_attr(ct, ATTR_SNAT_IPV6, $0.baseAddress) }
+            }
+        }
+        if let address = flow.destinationNAT {
+            if address.family == .ipv4 {
+                nfct_set_attr_u32(ct, ATTR_DNAT_IPV4, address.ipv4.bigEndian)
+            } else {
+                address.ipv6Bytes.withUnsafeBytes { nfct_set_attr(ct, ATTR_DNAT_IPV6, $0.baseAddress) }
+            }
+        }
+        if let port = flow.sourcePortNAT { nfct_set_attr_u16(ct, ATTR_SNAT_PORT, port.bigEndian) }
+        if let port = flow.destinationPortNAT { nfct_set_attr_u16(ct, ATTR_DNAT_PORT, port.bigEndian) }
     }
 
     private static func setAddresses(

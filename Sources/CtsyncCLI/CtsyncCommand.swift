@@ -12,7 +12,9 @@ public struct CtsyncCommand: ParsableCommand {
         commandName: "ctsync",
         abstract: "Operate ctsync and the kernel's connection-tracking table.",
         version: CtsyncVersion.string,
-        subcommands: [KernelCommand.self, StatsCommand.self, CacheCommand.self, FlushCommand.self, ResyncCommand.self, BulkCommand.self]
+        subcommands: [
+            KernelCommand.self, StatsCommand.self, CacheCommand.self, FlushCommand.self, ResyncCommand.self, BulkCommand.self, CommitCommand.self,
+        ]
     )
 
     public init() {}

@@ -34,8 +34,16 @@ case .version:
 case .request(let path, let request):
     let config = loadConfig(path)
     do {
-        let answer = try ControlClient.send(request, path: config.general.unixPath)
-        FileHandle.standardOutput.write(Data(answer))
+        if request == .commit {
+            // A commit answers when it has ended; a big table can take a while.
+            let answer = try ControlClient.send(request, path: config.general.unixPath, timeoutSeconds: 3600)
+            let report = try? JSONDecoder().decode(CommitReport.self, from: Data(answer))
+            print(report?.summary ?? String(decoding: answer, as: UTF8.self))
+            if let report, report.failed > 0 { exit(1) }
+        } else {
+            let answer = try ControlClient.send(request, path: config.general.unixPath)
+            FileHandle.standardOutput.write(Data(answer))
+        }
     } catch {
         fail("\(error)", 1)
     }

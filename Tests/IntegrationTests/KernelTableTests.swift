@@ -83,6 +83,10 @@ import Testing
                 back.status.remove(.confirmed)
                 back.timeout = flow.timeout
                 #expect(back.id != nil)
+                // The kernel set up the NAT itself (from CTA_NAT_SRC/DST), so it marks it.
+                if flow.sourceNAT != nil || flow.sourcePortNAT != nil { #expect(back.status.isSuperset(of: [.srcNAT, .srcNATDone])) }
+                if flow.destinationNAT != nil || flow.destinationPortNAT != nil { #expect(back.status.isSuperset(of: [.dstNAT, .dstNATDone])) }
+                back.status.subtract([.srcNAT, .dstNAT, .srcNATDone, .dstNATDone])
                 // Kernel-owned fields aside, the flow is what was written.
                 #expect(back.sameState(as: flow), "\(FlowJSON.encode(back)) vs \(FlowJSON.encode(flow))")
                 #expect(try table.get(flow)?.key == flow.key)

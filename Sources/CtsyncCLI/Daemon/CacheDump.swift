@@ -112,3 +112,28 @@ struct BulkCommand: ParsableCommand {
         }
     }
 }
+
+/// `ctsync commit`: injects the external cache into the kernel table (`ctsyncd -c`) and says
+/// how many flows were created, updated and failed, and how long it took. Exit 1 when the
+/// daemon is not running or nothing could be committed.
+struct CommitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "commit",
+        abstract: "Inject the daemon's external cache into the kernel table (ctsyncd -c): create new flows, update existing ones.")
+
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let answer = try daemon.send(.commit, timeoutSeconds: 3600)
+        if output.format.style == .json {
+            FileHandle.standardOutput.write(Data(answer))
+            return
+        }
+        guard let report = try? JSONDecoder().decode(CommitReport.self, from: Data(answer)) else {
+            throw CLIError.failure("unreadable commit report from the daemon: \(String(decoding: answer, as: UTF8.self))")
+        }
+        print(report.summary)
+        if report.failed > 0 { throw ExitCode(1) }
+    }
+}

@@ -20,10 +20,10 @@ struct DaemonOptions: ParsableArguments {
     }
 
     /// Sends a request and returns the answer's payload; failures become CLI errors (exit 1).
-    func send(_ request: ControlRequest) throws -> [UInt8] {
+    func send(_ request: ControlRequest, timeoutSeconds: Int = 60) throws -> [UInt8] {
         let path = try socketPath()
         do {
-            return try ControlClient.send(request, path: path)
+            return try ControlClient.send(request, path: path, timeoutSeconds: timeoutSeconds)
         } catch {
             throw CLIError.failure("\(error)")
         }

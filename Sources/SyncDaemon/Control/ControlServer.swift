@@ -11,8 +11,12 @@ public struct ControlReply: Sendable {
     /// For failures: what went wrong, in words.
     public var message: String?
     public var payload: [UInt8]
+    /// Set when the answer comes later (a commit): the connection waits, without a deadline,
+    /// until the daemon calls `ControlServer.complete(token:with:)`.
+    public var deferredToken: Int?
 
     public static func success(_ text: String = "") -> ControlReply { ControlReply(ok: true, payload: Array(text.utf8)) }
+    public static func deferred(token: Int) -> ControlReply { ControlReply(ok: true, payload: [], deferredToken: token) }
     public static func success(bytes: [UInt8]) -> ControlReply { ControlReply(ok: true, payload: bytes) }
     public static func failure(_ message: String) -> ControlReply { ControlReply(ok: false, message: message, payload: []) }
 }
@@ -41,6 +45,9 @@ final class ControlServer {
         /// closing, so the close does not reset the connection and lose our answer.
         var discarding = false
         var inputClosed = false
+        /// Waiting for a deferred answer, in the request's form (legacy or JSON).
+        var pendingToken: Int?
+        var pendingLegacy = false
         let deadline: Int64
         init(fd: Int32, deadline: Int64) {
             self.fd = fd
@@ -99,7 +106,7 @@ final class ControlServer {
     /// The descriptors to poll: the listening socket, and each connection for reading or writing.
     func pollDescriptors() -> [pollfd] {
         var out = [pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0)]
-        for c in connections.values {
+        for c in connections.values where c.pendingToken == nil {
             var events: Int32 = 0
             if !c.answered || (c.discarding && !c.inputClosed) { events |= Int32(POLLIN) }
             if c.answered && c.written < c.output.count { events |= Int32(POLLOUT) }
@@ -109,7 +116,20 @@ final class ControlServer {
     }
 
     /// The earliest request deadline, for the poll timeout.
-    var nextDeadline: Int64? { connections.values.filter { !$0.answered || $0.discarding }.map(\.deadline).min() }
+    var nextDeadline: Int64? {
+        connections.values.filter { $0.pendingToken == nil && (!$0.answered || $0.discarding) }.map(\.deadline).min()
+    }
+
+    /// Answers the connections waiting for `token`; false when none waits any more.
+    @discardableResult
+    func complete(token: Int, with reply: ControlReply) -> Bool {
+        let waiting = connections.values.filter { $0.pendingToken == token }
+        for c in waiting {
+            c.pendingToken = nil
+            answer(c, legacy: c.pendingLegacy, reply)
+        }
+        return !waiting.isEmpty
+    }
 
     /// Accepts, reads, answers and writes what the poll results allow. `handle` runs on the
     /// caller's thread for each complete request.
@@ -117,7 +137,7 @@ final class ControlServer {
         for result in results where result.revents != 0 {
             if result.fd == listenDescriptor {
                 acceptAll(now: now)
-            } else if let c = connections[result.fd] {
+            } else if let c = connections[result.fd], c.pendingToken == nil {
                 if c.answered {
                     if c.discarding { discard(c) }
                     flush(c)
@@ -126,7 +146,7 @@ final class ControlServer {
                 }
             }
         }
-        for c in connections.values where now >= c.deadline {
+        for c in connections.values where now >= c.deadline && c.pendingToken == nil {
             if !c.answered {
                 readFailures += 1
                 answer(c, legacy: c.input.first != UInt8(ascii: "{"), .failure(ControlError.timedOut(seconds: 5).description))
@@ -199,6 +219,11 @@ final class ControlServer {
     }
 
     private func answer(_ c: Connection, legacy: Bool, _ reply: ControlReply) {
+        if let token = reply.deferredToken {
+            c.pendingToken = token
+            c.pendingLegacy = legacy
+            return
+        }
         c.answered = true
         if legacy {
             // conntrackd's clients print what they get; a failure is said in words.

@@ -29,6 +29,8 @@ public final class Daemon {
     private let log: Logger
     private var cache: FlowCache
     private var replication: Replication?
+    private var committer: Committer?
+    private var nextToken = 0
     private var stats = RuntimeStats()
     private var lock: LockFile?
     private var control: ControlServer?
@@ -41,6 +43,14 @@ public final class Daemon {
     /// The last time an event arrived, to resync once the stream goes quiet.
     private var lastEventAt: Int64 = 0
     private var nextPoll: Int64?
+    /// Flows loaded from the kernel's table at start that have not reported an event since.
+    /// With `nf_conntrack_events=2` (the kernel's default, "only if someone listens") a flow
+    /// created while nobody listened has no event extension: it never reports an update or
+    /// its end. Until each has proved otherwise (an event) or ended, the table is re-read
+    /// periodically, so no such flow lingers as a ghost here or at the peer.
+    private var silent: Set<FlowKey> = []
+    private var silentCheckDue: Int64?
+    private var silentPeriod: Int64 = 1000
     private var nextWatchdog: Int64?
     private var bufferSize: Int
     private let foreground: Bool
@@ -138,6 +148,7 @@ public final class Daemon {
             nextPoll = monotonicMilliseconds()
         } else {
             // Subscribe before the dump: anything that changes meanwhile is queued, not lost.
+            ensureEventsForEveryFlow()
             let listener = try EventListener(receiveBufferSize: bufferSize)
             if general.netlinkEventsReliable { try listener.makeReliable() }
             stats.bufferSize = listener.receiveBufferSize
@@ -149,6 +160,10 @@ public final class Daemon {
         log.notice(
             "internal cache loaded: \(cache.count) flows from the kernel (\(dumped.count - cache.count) filtered out\(result.rejected > 0 ? ", \(result.rejected) over HashLimit" : ""))"
         )
+        if listener != nil && cache.count > 0 {
+            silent = Set(cache.keys)
+            silentCheckDue = monotonicMilliseconds() + silentPeriod
+        }
         if let sync = config.sync {
             let replication = try Replication(config: sync, hashLimit: general.hashLimit, now: monotonicMilliseconds(), log: log)
             // Announce what we hold (a restarted node's peer may have missed changes), and ask
@@ -208,6 +223,8 @@ public final class Daemon {
             if let listener { descriptors.append(pollfd(fd: listener.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
             let channelIndex = descriptors.count
             if let replication { descriptors.append(pollfd(fd: replication.channel.receiveDescriptor, events: Int16(POLLIN), revents: 0)) }
+            let commitIndex = descriptors.count
+            if let committer, committer.running { descriptors.append(pollfd(fd: committer.wakeDescriptor, events: Int16(POLLIN), revents: 0)) }
             let controlStart = descriptors.count
             if let control { descriptors += control.pollDescriptors() }
             let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick, replication?.sweepDue]
@@ -221,6 +238,7 @@ public final class Daemon {
             if descriptors[0].revents != 0 { handleSignals() }
             if let listener, descriptors.count > 1, descriptors[1].revents != 0 { readEvents(listener) }
             if let replication, descriptors[channelIndex].revents != 0 { receiveFromPeer(replication) }
+            if let committer, commitIndex < controlStart, descriptors[commitIndex].revents != 0 { commitFinished(committer) }
             control?.service(Array(descriptors[controlStart...]), now: monotonicMilliseconds(), handle: handleRequest)
             runTimers()
             replication?.flush(now: monotonicMilliseconds(), cache: cache)
@@ -263,6 +281,7 @@ public final class Daemon {
                 continue
             }
             stats.eventsReceived += 1
+            if !silent.isEmpty, let flow = event.flow { silent.remove(flow.key) }
             let change = cache.apply(event, now: seconds, accepts: filter.accepts)
             announce(change)
             if case .rejected = change { continue }
@@ -327,6 +346,7 @@ public final class Daemon {
             resyncDue = nil
             resyncWithKernel(reason: "event overrun")
         }
+        if let due = silentCheckDue, now >= due { checkSilentFlows() }
         if let due = nextPoll, now >= due {
             resyncWithKernel(reason: "poll")
             nextPoll = now + Int64(config.general.pollSeconds) * 1000
@@ -341,10 +361,47 @@ public final class Daemon {
         }
     }
 
+    /// The kernel gives a flow its event extension when it is created and someone listens,
+    /// or always with `nf_conntrack_events=1`. Set that (in this namespace) so flows created
+    /// while the daemon is not running, e.g. during a restart, still report their end.
+    private func ensureEventsForEveryFlow() {
+        let path = "/proc/sys/net/netfilter/nf_conntrack_events"
+        guard let value = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+            value == "2"
+        else { return }
+        if (try? "1\n".write(toFile: path, atomically: false, encoding: .utf8)) != nil {
+            log.notice("net.netfilter.nf_conntrack_events was 2 (events only for flows created while someone listens): set to 1")
+        } else {
+            log.warning("net.netfilter.nf_conntrack_events is 2: flows created while ctsyncd is not running will not report their end")
+        }
+    }
+
+    /// Re-reads the table while flows from before the subscription have not reported: ended
+    /// ones leave the cache (and the peer's), changed ones are updated.
+    private func checkSilentFlows() {
+        let started = monotonicMilliseconds()
+        guard resyncWithKernel(reason: "flows from before the start") != nil else { return }
+        let took = monotonicMilliseconds() - started
+        // Re-reading costs about 1 ms per thousand flows: keep it under 2 % of the time.
+        silentPeriod = min(60_000, max(1000, took * 50))
+        if silent.isEmpty {
+            silentCheckDue = nil
+            log.notice("every flow loaded at start has reported an event or ended")
+        } else {
+            silentCheckDue = monotonicMilliseconds() + silentPeriod
+        }
+    }
+
     @discardableResult
     private func resyncWithKernel(reason: String) -> FlowCache.ResyncResult? {
         do {
             let dumped = try KernelTable().dump()
+            if !silent.isEmpty {
+                // Ended silent flows are found by their absence from the table.
+                var present = Set<FlowKey>(minimumCapacity: dumped.count)
+                for flow in dumped { present.insert(flow.key) }
+                silent.formIntersection(present)
+            }
             let result = cache.resync(with: dumped, now: monotonicMilliseconds() / 1000, accepts: filter.accepts)
             stats.resyncs += 1
             stats.resyncAdded += result.added.count
@@ -355,7 +412,7 @@ public final class Daemon {
                 for key in result.changed { replication.engine.flowChanged(key, created: false) }
                 for flow in result.removed { replication.engine.flowDestroyed(flow) }
             }
-            if reason != "poll" || !result.added.isEmpty || !result.removed.isEmpty {
+            if reason == "requested" || reason == "event overrun" || !result.added.isEmpty || !result.removed.isEmpty {
                 log.notice("resync with kernel table (\(reason)): \(cache.count) flows, \(result.added.count) added, \(result.removed.count) gone")
             }
             return result
@@ -389,6 +446,8 @@ public final class Daemon {
             do {
                 let removed = try KernelTable().delete(matching: filter.accepts)
                 stats.kernelFlushes += 1
+                // Flows without an event extension do not report their deletion.
+                if !silent.isEmpty { checkSilentFlows() }
                 log.notice("flushed \(removed) flows from the kernel table")
                 return .success(legacy ? "" : "{\"flushed\":\(removed)}\n")
             } catch {
@@ -415,7 +474,7 @@ public final class Daemon {
             log.notice("resync requested from the peer")
             return .success()
         case .commit:
-            return .failure("\(Self.name(of: request)) is not available until commit lands (issue 5)")
+            return commit()
         case .expectations:
             return .success()
         }
@@ -517,8 +576,54 @@ public final class Daemon {
             + "\"overruns\":\(stats.overruns),\"resyncs\":\(stats.resyncs),\"resync_added\":\(stats.resyncAdded),"
             + "\"resync_removed\":\(stats.resyncRemoved),\"kernel_flushes\":\(stats.kernelFlushes),"
             + "\"buffer_size\":\(stats.bufferSize)},"
+            + "\"commit\":{\"commits\":\(stats.commits),\"running\":\(committer?.running ?? false),\"created\":\(stats.commitCreated),"
+            + "\"updated\":\(stats.commitUpdated),\"failed\":\(stats.commitFailed)},"
             + "\"control\":{\"requests\":\(stats.localRequests),\"read_failed\":\(control?.readFailures ?? 0),"
             + "\"unknown\":\(control?.unknownRequests ?? 0)}}\n"
+    }
+
+    // MARK: - Commit
+
+    /// Starts committing the external cache into the kernel; the answer goes out when it ends.
+    private func commit() -> ControlReply {
+        guard let replication, let sync = config.sync else { return .failure("commit (-c) needs a Sync section") }
+        if let committer, committer.running {
+            log.warning("commit requested while one is running: refused")
+            return .failure("a commit is already in progress; wait for it to finish")
+        }
+        do {
+            if committer == nil { committer = try Committer() }
+        } catch {
+            return .failure("commit: \(error)")
+        }
+        let flows = Committer.prepare(
+            replication.external.entries, now: monotonicMilliseconds() / 1000, commitTimeout: sync.commitTimeout,
+            windowTracking: sync.tcpWindowTracking)
+        log.notice("committing the external cache: \(flows.count) flows")
+        nextToken += 1
+        committer!.waitingToken = nextToken
+        committer!.start(flows, batchSize: KernelTable.defaultBatchSize)
+        stats.commits += 1
+        return .deferred(token: nextToken)
+    }
+
+    private func commitFinished(_ committer: Committer) {
+        guard let report = committer.collect() else { return }
+        stats.commitCreated += report.created
+        stats.commitUpdated += report.updated
+        stats.commitFailed += report.failed
+        log.notice("\(report.summary)")
+        let reply: ControlReply
+        if report.failed > 0 && report.created + report.updated == 0 && report.attempted > 0 {
+            reply = .failure("commit failed: \(report.summary)")
+        } else {
+            let json = (try? JSONEncoder().encode(report)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            reply = .success(json + "\n")
+        }
+        if let token = committer.waitingToken {
+            committer.waitingToken = nil
+            control?.complete(token: token, with: reply)
+        }
     }
 
     private func resetTimers(legacy: Bool) -> ControlReply {

@@ -25,6 +25,10 @@ struct RuntimeStats {
     var resyncAdded = 0
     var bufferSize = 0
     var localRequests = 0
+    var commits = 0
+    var commitCreated = 0
+    var commitUpdated = 0
+    var commitFailed = 0
 }
 
 /// conntrackd's `-s` text layouts, filled with ctsync's figures.
