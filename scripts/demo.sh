@@ -1,182 +1,137 @@
 #!/usr/bin/env bash
-# A guided tour of `ctsync kernel` on a real, live conntrack table: two network namespaces
-# (a client and a firewall host), a real TCP connection through the firewall's conntrack,
-# then listing, watching, inserting, updating, deleting and flushing flows.
+# A guided tour of a firewall failover: two stateful firewalls (fw1, fw2) in network
+# namespaces, keepalived moving the gateway addresses between them, ctsyncd replicating the
+# connection-tracking table from the master to the backup, and a TCP connection that keeps
+# running while the master dies and comes back.
+#
+#   sudo scripts/demo.sh                    # with ctsyncd (built here, release)
+#   sudo DAEMON=conntrackd scripts/demo.sh  # the same with conntrackd
+#
 # Needs root. Installs missing Debian packages, builds, runs, cleans up (also on Ctrl-C).
-# Bounded: every wait has a time limit; the whole tour takes well under a minute.
+# Bounded: every wait has a time limit; the tour takes about half a minute after the build.
+# The topology comes from scripts/failover/topology.sh; docs/failover.md explains the setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && export PATH="/opt/swift/usr/bin:$PATH"
 [ "$(id -u)" -eq 0 ] || { echo "demo: needs root (it creates network namespaces): sudo $0" >&2; exit 1; }
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
 bash scripts/install-deps.sh >/dev/null
 say "Building ctsync (release)"
 swift build -c release 2>&1 | tail -1
 ctsync="$PWD/.build/release/ctsync"
-ctsyncd="$PWD/.build/release/ctsyncd"
+case "${DAEMON:-ctsyncd}" in
+    conntrackd) daemon=$(command -v conntrackd) ;;
+    *) daemon="$PWD/.build/release/ctsyncd" ;;
+esac
+name=$(basename "$daemon")
 
-client="ctdemo_client_$$"
-fw="ctdemo_fw_$$"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    [ -f "$work/ctsyncd.conf" ] && ip netns exec "$fw" "$ctsyncd" -C "$work/ctsyncd.conf" -k >/dev/null 2>&1 || true
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    ip netns del "$client" 2>/dev/null || true
-    ip netns del "$fw" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/failover/topology.sh
+source scripts/failover/topology.sh
+export FO_QUIET=1  # read by the library
+fo_init "ctdemo_fo_$$" "$(mktemp -d /tmp/ctdemo-fo.XXXXXX)" "$daemon"
+trap fo_teardown EXIT
 trap 'exit 130' INT TERM
-in_fw() { ip netns exec "$fw" "$@"; }
 
-say "Two namespaces: $client (198.18.0.1) and $fw (198.18.0.2), joined by a veth pair"
-ip netns add "$client"
-ip netns add "$fw"
-ip link add ctdemo0 netns "$client" type veth peer name ctdemo1 netns "$fw"
-ip -n "$client" addr add 198.18.0.1/24 dev ctdemo0
-ip -n "$fw" addr add 198.18.0.2/24 dev ctdemo1
-for ns in "$client" "$fw"; do ip -n "$ns" link set lo up; done
-ip -n "$client" link set ctdemo0 up
-ip -n "$fw" link set ctdemo1 up
-# A stateful ruleset: from here on the firewall's kernel tracks every connection.
-in_fw nft -f - <<'NFT'
-table inet demo {
-    chain input {
-        type filter hook input priority 0; policy drop;
-        iif lo accept
-        ct state established,related accept
-        tcp dport 8080 ct state new accept
-    }
-}
-NFT
-
-say "Starting ctsyncd on the firewall: its internal cache mirrors the kernel table"
-cat >"$work/ctsyncd.conf" <<CONF
-General {
-    LogFile $work/ctsyncd.log
-    LockFile $work/ctsyncd.lock
-    UNIX {
-        Path $work/ctsyncd.ctl
-    }
-    NetlinkBufferSize 4194304
-    NetlinkBufferSizeMaxGrowth 16777216
-    Filter From Userspace {
-        Address Ignore {
-            IPv4_address 127.0.0.1
-        }
-    }
-}
-CONF
-in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -d
-echo "ctsyncd is running (conntrackd's flags: -C FILE -d); the log is $work/ctsyncd.log"
-
-say "Watching the firewall's conntrack events in the background (ctsync kernel events)"
-in_fw "$ctsync" kernel events --timeout 60 >"$work/events" 2>"$work/events.err" &
-pids+=($!)
-for _ in $(seq 1 100); do grep -q listening "$work/events.err" 2>/dev/null && break; sleep 0.05; done
-
-say "A real TCP connection: client -> 198.18.0.2:8080, kept open"
-in_fw timeout 30 python3 -c '
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.18.0.2", 8080)); s.listen(1); c, _ = s.accept()
-while True:
-    d = c.recv(100)
-    if not d: break
-    c.sendall(d)
-' &
-pids+=($!)
-for _ in $(seq 1 100); do in_fw ss -ltn 2>/dev/null | grep -q 198.18.0.2:8080 && break; sleep 0.05; done
-ip netns exec "$client" timeout 30 python3 -c '
-import socket, time
-c = socket.create_connection(("198.18.0.2", 8080), timeout=5)
-for i in range(3):
-    c.sendall(b"ping %d\n" % i); c.recv(100)
-open("'"$work"'/connected", "w").close()
-time.sleep(6)
-' &
-pids+=($!)
-for _ in $(seq 1 100); do [ -e "$work/connected" ] && break; sleep 0.05; done
-
-say "ctsync kernel list -p tcp --dport 8080   (the live connection, conntrack's line layout)"
-in_fw "$ctsync" kernel list -p tcp --dport 8080
-say "... and as JSON (-o json): one object per flow, stable field names"
-in_fw "$ctsync" kernel list -p tcp --dport 8080 -o json
-
-say "The daemon saw it: ctsyncd -i (conntrackd's internal-cache layout) and ctsyncd -s"
-for _ in $(seq 1 50); do in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -i | grep -q 8080 && break; sleep 0.05; done
-in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -i
-in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -s | head -6
-
-say "Inserting flows by hand: TCP with mark and zone, IPv6 UDP, ICMP echo, a DNAT'ed TCP flow"
-in_fw "$ctsync" kernel insert -p tcp -s 198.18.1.10 -d 198.18.2.20 --sport 40000 --dport 443 \
-    --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 600 -m 7 -w 3
-in_fw "$ctsync" kernel insert -p udp -s 2001:db8::10 -d 2001:db8::53 --sport 5353 --dport 53 -t 60
-in_fw "$ctsync" kernel insert -p icmp -s 198.18.1.10 -d 198.18.2.20 --icmp-type 8 --icmp-id 42 -t 30
-in_fw "$ctsync" kernel insert -p tcp -s 198.18.1.11 -d 198.18.3.1 --sport 5000 --dport 80 \
-    --reply-src 198.18.9.9 --reply-port-src 8080 --state ESTABLISHED -t 300
-in_fw "$ctsync" kernel list -o extended
-
-say "Batched insert: 20000 flows from a JSON-lines file, 256 netlink messages per sendmsg"
-python3 -c '
-import json
-for i in range(20000):
-    print(json.dumps({"proto": "udp", "timeout": 300, "original": {"src": "198.18.%d.%d" % (10 + i // 250, i % 250 + 1), "dst": "198.19.0.53", "sport": 10000 + i % 50000, "dport": 53}}))
-' >"$work/flows.jsonl"
-in_fw "$ctsync" kernel insert --file "$work/flows.jsonl"
-echo "flows in the table: $(in_fw "$ctsync" kernel count)"
-echo "of them udp to port 53: $(in_fw "$ctsync" kernel count -p udp --dport 53)"
-
-say "Update: mark 99 on the flows from 198.18.1.10 (like conntrack -U)"
-in_fw "$ctsync" kernel update -s 198.18.1.10 -m 99
-in_fw "$ctsync" kernel list -s 198.18.1.10
-
-say "Delete by filter: the 20000 batch flows (destination 198.19.0.53)"
-in_fw "$ctsync" kernel delete -d 198.19.0.53
-echo "flows left: $(in_fw "$ctsync" kernel count)"
-
-say "Meanwhile the daemon's cache followed every change: kernel table and cache compared, flow by flow"
-compare() {
-    in_fw "$ctsync" kernel list -o json 2>/dev/null >"$work/kernel.json"
-    in_fw "$ctsync" cache internal -C "$work/ctsyncd.conf" -o json 2>/dev/null >"$work/cache.json"
-    python3 - "$work/kernel.json" "$work/cache.json" <<'PY'
-import json, sys
-def keys(path):
-    out = {}
-    for line in open(path):
-        f = json.loads(line)
-        o = f["original"]
-        if o["src"] == "127.0.0.1":
-            continue  # the daemon's filter ignores loopback (Address Ignore)
-        out[(f["proto"], o["src"], o["dst"], o.get("sport"), o.get("dport"), f["zone"], json.dumps(f.get("icmp")))] = f
-    return out
-k, c = keys(sys.argv[1]), keys(sys.argv[2])
-missing, ghosts = len(k.keys() - c.keys()), len(c.keys() - k.keys())
-print("kernel (accepted by the filter): %d flows, cache: %d flows, missing: %d, ghosts: %d" % (len(k), len(c), missing, ghosts))
-sys.exit(0 if missing == 0 and ghosts == 0 else 1)
-PY
-}
-for _ in $(seq 1 100); do compare >/dev/null && break; sleep 0.05; done
-compare || true
-in_fw "$ctsync" stats -C "$work/ctsyncd.conf" -o json | python3 -c '
+# stats of FW's daemon in a few words
+cache_line() {
+    local fw=$1
+    if [ "$name" = ctsyncd ]; then
+        fo_in "$fw" "$ctsync" stats -C "$(fo_conf "$fw")" -o json | "$FO_PYTHON" -c '
 import json, sys
 s = json.load(sys.stdin)
-print("cache counters: created %d, updated %d, destroyed %d; events %d, overruns %d, resyncs %d"
-      % (s["internal"]["created"], s["internal"]["updated"], s["internal"]["destroyed"],
-         s["netlink"]["events_received"], s["netlink"]["overruns"], s["netlink"]["resyncs"]))'
+print("internal cache (this firewall\x27s flows): %d, external cache (the peer\x27s flows): %d"
+      % (s["internal"]["active"], s["external"]["active"]))'
+    else
+        fo_daemon "$fw" -s | awk '/^cache internal/ { c = "i" } /^cache external/ { c = "e" }
+            /current active connections/ && c { n[c] = $NF }
+            END { printf "internal cache (this firewall\x27s flows): %d, external cache (the peer\x27s flows): %d\n", n["i"], n["e"] }'
+    fi
+}
+master_of() { if fo_is_master fw1; then echo fw1; elif fo_is_master fw2; then echo fw2; else echo nobody; fi; }
+counter() { fo_client_counter c1; }
+ms_since() { awk -v a="$1" -v b="$(fo_now)" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
 
-say "Flush the IPv6 family, then everything"
-in_fw "$ctsync" kernel flush -f ipv6
-in_fw "$ctsync" kernel flush
-echo "flows left: $(in_fw "$ctsync" kernel count)"
+say "The network: a client, a server, and two firewalls between them"
+cat <<'PIC'
+   client 198.18.1.1                                      server 198.18.2.1
+        |  gateway 198.18.1.254                                |  gateway 198.18.2.254
+   -----+-------- client LAN ---------+        +-------- server LAN ---------+-----
+                  |                   |        |                   |
+             fw1 .11 (eth0)      fw2 .12       fw1 .11 (eth1)     fw2 .12
+                  \_____ sync link 198.18.3.0/24 (eth2): the daemons talk here ____/
+PIC
+note "The gateway addresses (.254) belong to whichever firewall keepalived makes master."
+note "Both firewalls drop forwarded packets unless their kernel tracks the connection"
+note "(nft: ct state established,related accept; new TCP SYNs from the client LAN accept;"
+note "net.netfilter.nf_conntrack_tcp_loose=0: no picking up a connection in the middle)."
+fo_create
+fo_write_configs
 
-say "What the event watcher saw (first 8 of $(wc -l <"$work/events") lines, timestamps and types)"
-head -n 8 "$work/events" | cut -c1-150
-say "Errors name what is wrong and exit non-zero (2 for usage, 1 for failures)"
-in_fw "$ctsync" kernel list -s 198.18.0.300 || echo "(exit $?)"
-in_fw "$ctsync" kernel insert -p tcp -s 198.18.1.10 -d 198.18.2.20 --sport 1 --dport 2 || echo "(exit $?)"
-say "Stopping the daemon (ctsyncd -k)"
-in_fw "$ctsyncd" -C "$work/ctsyncd.conf" -k
+say "Starting $name on both firewalls, then keepalived (fw1 priority 150, fw2 100)"
+fo_start_daemon fw1
+fo_start_daemon fw2
+fo_start_keepalived fw1
+fo_wait_notify fw1 primary 1 10
+fo_start_keepalived fw2
+fo_wait_notify fw2 backup 1 10
+note "master: $(master_of). keepalived ran scripts/primary-backup.sh on each firewall:"
+note "fw1 'primary' (commit, flush, resync, bulk send), fw2 'backup' (-t, request a resync)."
+
+say "A TCP connection from the client to the server: a counter, one exchange every 100 ms"
+fo_start_server
+fo_start_client c1
+fo_wait_counter c1 10 5
+fo_wait_cache fw2 external c1 10
+note "counter at $(counter). The connection in fw1's kernel table (ctsync kernel list):"
+fo_in fw1 "$ctsync" kernel list -p tcp --dport "$FO_PORT" 2>/dev/null | sed 's/^/   /'
+note "fw2 forwards nothing yet, but its daemon already holds the flow, replicated over the"
+note "sync link (ctsync cache external on fw2 / $name -e):"
+if [ "$name" = ctsyncd ]; then
+    fo_in fw2 "$ctsync" cache external -C "$(fo_conf fw2)" -p tcp --dport "$FO_PORT" 2>/dev/null | sed 's/^/   /'
+else
+    fo_daemon fw2 -e | sed 's/^/   /'
+fi
+note "fw2's kernel table has $(fo_in fw2 "$ctsync" kernel count -p tcp --dport "$FO_PORT") such flows."
+for fw in fw1 fw2; do note "$fw: $(cache_line "$fw")"; done
+
+say "fw1 dies: its processes are killed and its links go down, without warning"
+before=$(counter)
+t_kill=$(fo_now)
+fo_kill_fw fw1
+fo_wait_notify fw2 primary 1 10
+note "keepalived on fw2 noticed the silence and took the gateway addresses; $(ms_since "$t_kill") ms after"
+note "the crash its notify script had committed the replicated flows into fw2's kernel:"
+grep "ctsync-failover: primary" "$FO_WORK/fw2/notify.log" | sed 's/^ctsync-failover: /   /'
+note "fw2's kernel table now has $(fo_in fw2 "$ctsync" kernel count -p tcp --dport "$FO_PORT") connection(s) to port $FO_PORT."
+fo_wait_counter c1 $((before + 20)) 8 || true
+report=$(fo_report c1 "$t_kill" "$(fo_now)")
+gap=$("$FO_PYTHON" -c 'import json,sys; print(json.loads(sys.argv[1])["max_gap_ms"])' "$report")
+note "The connection goes on through fw2: counter $before when fw1 died, $(counter) now;"
+note "the longest wait for an answer was $gap ms (TCP resent what was lost during the switch)."
+
+say "fw1 comes back (like after a reboot: empty conntrack table)"
+t_back=$(fo_now)
+fo_revive_fw fw1
+fo_wait_notify fw1 backup 2 10
+fo_wait_cache fw1 external c1 10 && note "fw1 starts as backup: its notify script started $name, which asked fw2 for its table: fw1 has the connection in its external cache."
+note "keepalived waits preempt_delay ($FO_PREEMPT_DELAY s) before fw1, the higher priority, takes the addresses back..."
+fo_wait_notify fw1 primary 2 $((FO_PREEMPT_DELAY + 10))
+c=$(counter)
+fo_wait_counter c1 $((c + 20)) 8 || true
+report=$(fo_report c1 "$t_back" "$(fo_now)")
+gap=$("$FO_PYTHON" -c 'import json,sys; print(json.loads(sys.argv[1])["max_gap_ms"])' "$report")
+note "master: $(master_of). fw1 committed the flow it had received; counter $(counter), longest wait $gap ms."
+
+say "The connection, from the client's side"
+fo_stop_client c1
+"$FO_PYTHON" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("   %d exchanges, reset: %s, closed: %s, longest gap between two answers: %.0f ms"
+      % (r["counter"], "yes" if r["reset"] else "no", "yes" if r["closed"] else "no", r["max_gap_ms"]))' \
+    "$FO_WORK/client/c1.json"
+note "The full test, with a control run where fw2 does not commit (the connection stalls):"
+note "sudo scripts/failover/failover-test.sh"
 say "Done: namespaces and processes are removed on exit"

@@ -71,9 +71,27 @@ public final class EventListener {
     /// Events lost so far (count of overrun reports).
     public private(set) var overruns = 0
 
+    private let types: EventTypes
+
     public init(types: EventTypes = .all, receiveBufferSize: Int = 4 << 20) throws(KernelError) {
         socket = try MnlSocket(groups: types.rawValue, receiveBufferSize: receiveBufferSize)
         buffer = .allocate(byteCount: 1 << 17, alignment: 8)
+        self.types = types
+    }
+
+    /// Leaves the event groups. When nobody else in the namespace listens, the kernel then
+    /// stops building events at all (a bulk write such as a commit runs faster); every event
+    /// meanwhile is lost, so the caller must re-read the table after `resume()`.
+    public func suspend() throws(KernelError) { try setMembership(join: false) }
+
+    /// Joins the event groups again (before the caller re-reads the table).
+    public func resume() throws(KernelError) { try setMembership(join: true) }
+
+    private func setMembership(join: Bool) throws(KernelError) {
+        // Group n is bit n-1 of the bind mask; NETLINK_ADD_MEMBERSHIP 1, NETLINK_DROP_MEMBERSHIP 2.
+        for bit in 0..<3 where types.rawValue & (1 << bit) != 0 {
+            try socket.setOption(level: SOL_NETLINK, name: join ? 1 : 2, value: Int32(bit + 1))
+        }
     }
 
     deinit { buffer.deallocate() }

@@ -109,6 +109,9 @@ private func variedFlows() -> [Flow] {
             if let tcp = flow.tcp { #expect(tcp.originalFlags & TCPInfo.beLiberal != 0) }
         }
 
+        // b's own cache follows its kernel (events paused for the commit, table re-read after).
+        #expect(try eventually(within: 5) { keys.isSubset(of: Set(try db.internalCache().map(\.key))) })
+
         // Again: everything exists now, so everything is updated; conntrackd's client form too.
         let again = try db.ctsyncd(["-c"])
         #expect(again.status == 0, "\(again.stderr)")

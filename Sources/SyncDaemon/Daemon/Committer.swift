@@ -65,11 +65,14 @@ final class Committer: @unchecked Sendable {
         Glibc.close(wakeWrite)
     }
 
-    /// Starts committing `flows` (already prepared: timeouts, status, window tracking).
-    func start(_ flows: [Flow], batchSize: Int) {
+    /// Starts committing a snapshot of the external cache (a copy-on-write reference: the
+    /// daemon's next change to the cache copies it, the commit thread reads this one).
+    func start(_ entries: ContiguousArray<CacheEntry>, now: Int64, commitTimeout: Int?, windowTracking: Bool, batchSize: Int) {
         precondition(!running)
         running = true
         let thread = Thread { [self] in
+            // Prepared one by one as the messages are built: no second copy of the table.
+            let flows = entries.lazy.map { Self.prepare($0, now: now, commitTimeout: commitTimeout, windowTracking: windowTracking) }
             let report = Self.commit(flows, batchSize: batchSize)
             lock.withLock { finished = report }
             var byte: UInt8 = 1
@@ -92,7 +95,7 @@ final class Committer: @unchecked Sendable {
     }
 
     /// The commit itself: created in batches, the flows that exist already updated.
-    static func commit(_ flows: [Flow], batchSize: Int) -> CommitReport {
+    static func commit<C: RandomAccessCollection>(_ flows: C, batchSize: Int) -> CommitReport where C.Element == Flow, C.Index == Int {
         var report = CommitReport()
         report.attempted = flows.count
         let start = monotonicMilliseconds()
@@ -116,28 +119,21 @@ final class Committer: @unchecked Sendable {
     /// is left or none was sent); the EXPECTED bit is cleared (the kernel refuses it); unless
     /// `TCPWindowTracking` is on, TCP flows are made liberal in both directions, since the
     /// window data the peer saw is not carried.
-    static func prepare(
-        _ entries: some Collection<CacheEntry>, now: Int64, commitTimeout: Int?, windowTracking: Bool
-    ) -> [Flow] {
-        var flows: [Flow] = []
-        flows.reserveCapacity(entries.count)
-        for entry in entries {
-            var flow = entry.flow
-            if let fixed = commitTimeout {
-                flow.timeout = UInt32(clamping: fixed)
-            } else {
-                let left = Int64(flow.timeout ?? 0) - max(0, now - entry.lastUpdate)
-                flow.timeout = left > 0 ? UInt32(clamping: left) : 60
-            }
-            flow.status.remove(.expected)
-            if !windowTracking, var tcp = flow.tcp {
-                tcp.originalFlags |= TCPInfo.beLiberal
-                tcp.replyFlags |= TCPInfo.beLiberal
-                flow.tcp = tcp
-            }
-            flow.id = nil
-            flows.append(flow)
+    static func prepare(_ entry: CacheEntry, now: Int64, commitTimeout: Int?, windowTracking: Bool) -> Flow {
+        var flow = entry.flow
+        if let fixed = commitTimeout {
+            flow.timeout = UInt32(clamping: fixed)
+        } else {
+            let left = Int64(flow.timeout ?? 0) - max(0, now - entry.lastUpdate)
+            flow.timeout = left > 0 ? UInt32(clamping: left) : 60
         }
-        return flows
+        flow.status.remove(.expected)
+        if !windowTracking, var tcp = flow.tcp {
+            tcp.originalFlags |= TCPInfo.beLiberal
+            tcp.replyFlags |= TCPInfo.beLiberal
+            flow.tcp = tcp
+        }
+        flow.id = nil
+        return flow
     }
 }

@@ -30,6 +30,8 @@ public final class Daemon {
     private var cache: FlowCache
     private var replication: Replication?
     private var committer: Committer?
+    /// The event groups were left for a commit; joined again (and the table re-read) after it.
+    private var eventsSuspended = false
     private var nextToken = 0
     private var stats = RuntimeStats()
     private var lock: LockFile?
@@ -596,13 +598,24 @@ public final class Daemon {
         } catch {
             return .failure("commit: \(error)")
         }
-        let flows = Committer.prepare(
-            replication.external.entries, now: monotonicMilliseconds() / 1000, commitTimeout: sync.commitTimeout,
-            windowTracking: sync.tcpWindowTracking)
-        log.notice("committing the external cache: \(flows.count) flows")
+        log.notice("committing the external cache: \(replication.external.count) flows")
+        // Our own listener would make the kernel build an event per committed flow (and us
+        // read and replicate each) while the commit runs: leave the event groups for the
+        // commit and re-read the table when it ends. Only when every new flow gets its event
+        // extension anyway (nf_conntrack_events=1), or the committed flows would stay silent.
+        if let listener, Self.eventsForEveryFlow {
+            do {
+                try listener.suspend()
+                eventsSuspended = true
+            } catch {
+                log.warning("could not pause events for the commit: \(error)")
+            }
+        }
         nextToken += 1
         committer!.waitingToken = nextToken
-        committer!.start(flows, batchSize: KernelTable.defaultBatchSize)
+        committer!.start(
+            replication.external.entries, now: monotonicMilliseconds() / 1000, commitTimeout: sync.commitTimeout,
+            windowTracking: sync.tcpWindowTracking, batchSize: KernelTable.defaultBatchSize)
         stats.commits += 1
         return .deferred(token: nextToken)
     }
@@ -624,6 +637,21 @@ public final class Daemon {
             committer.waitingToken = nil
             control?.complete(token: token, with: reply)
         }
+        if eventsSuspended, let listener {
+            eventsSuspended = false
+            do {
+                try listener.resume()
+            } catch {
+                log.error("could not resume events after the commit: \(error)")
+            }
+            // Subscribed again first, then the table: nothing that changed meanwhile is missed.
+            resyncWithKernel(reason: "after commit")
+        }
+    }
+
+    /// Whether the kernel gives every new flow its event extension (nf_conntrack_events=1).
+    private static var eventsForEveryFlow: Bool {
+        (try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_events", encoding: .utf8))?.hasPrefix("1") == true
     }
 
     private func resetTimers(legacy: Bool) -> ControlReply {
