@@ -269,10 +269,10 @@ public struct FTFWEngine: Sendable {
                 counters.peerRestarts += 1
                 actions.append(.peerRestarted)
             }
-            if ackPending && SequenceNumber.before(sequence, ackFrom) {
-                window = windowSize - 1
-                ackFrom = sequence
-            }
+            // Acknowledgements owed to the old numbering mean nothing to the new one (a range
+            // from an old number would cover new messages never received): start afresh.
+            ackPending = false
+            window = windowSize
             let unacknowledged = resendQueue[resendHead...]
             resendQueue = []
             resendHead = 0
@@ -367,8 +367,14 @@ public struct FTFWEngine: Sendable {
                 // The peer acknowledges past this message without having acknowledged or asked
                 // for it: it never saw it (it was lost before the peer started counting, e.g.
                 // around a restart). conntrackd leaves such messages waiting forever; ctsync sends
-                // the flow again (its current state) and drops stale control messages.
-                if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence { enqueue(key) }
+                // the flow again (its current state) and drops stale acknowledgements.
+                // A resync request lost that way is asked again: without it the restarted
+                // peer would never get our table.
+                switch entry.item {
+                case .flow(let key) where resendFlows[key] == entry.sequence: enqueue(key)
+                case .control(.resync): txQueue.append(.control(.resync))
+                default: break
+                }
             } else {
                 _ = release(entry)
             }

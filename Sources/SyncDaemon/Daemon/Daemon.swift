@@ -378,14 +378,38 @@ public final class Daemon {
         }
     }
 
-    /// Re-reads the table while flows from before the subscription have not reported: ended
-    /// ones leave the cache (and the peer's), changed ones are updated.
+    /// Re-reads the table while flows from before the subscription have not reported: those
+    /// that ended leave the cache (and the peer's), changed ones are updated. Only those: a
+    /// flow missing from the cache (after `-f internal`) is not brought back here.
     private func checkSilentFlows() {
         let started = monotonicMilliseconds()
-        guard resyncWithKernel(reason: "flows from before the start") != nil else { return }
-        let took = monotonicMilliseconds() - started
+        let dumped: [Flow]
+        do {
+            dumped = try KernelTable().dump()
+        } catch {
+            log.error("re-reading the kernel table failed: \(error)")
+            silentCheckDue = started + silentPeriod
+            return
+        }
+        let now = started / 1000
+        var present = Set<FlowKey>(minimumCapacity: silent.count)
+        var ended = 0
+        for flow in dumped where silent.contains(flow.key) {
+            present.insert(flow.key)
+            if let cached = cache[flow.key], !cached.flow.sameState(as: flow) {
+                announce(cache.apply(.update(flow, present: .all), now: now, accepts: filter.accepts))
+            }
+        }
+        for key in silent where !present.contains(key) {
+            if let cached = cache[key] {
+                announce(cache.apply(.destroy(cached.flow), now: now, accepts: filter.accepts))
+                ended += 1
+            }
+        }
+        silent = present
+        if ended > 0 { log.notice("\(ended) flows from before the start ended without an event: removed") }
         // Re-reading costs about 1 ms per thousand flows: keep it under 2 % of the time.
-        silentPeriod = min(60_000, max(1000, took * 50))
+        silentPeriod = min(60_000, max(1000, (monotonicMilliseconds() - started) * 50))
         if silent.isEmpty {
             silentCheckDue = nil
             log.notice("every flow loaded at start has reported an event or ended")
