@@ -119,26 +119,12 @@ insert_rate() {  # namespace -> flows/s of the kernel part of a batched insert (
     python3 -c "import json,sys; r=json.loads(sys.argv[1]); print('%.0f' % (r['created'] / r['seconds']))" "$out"
 }
 
-measure() {  # name binary -> best of $rounds commits of the same external cache
-    local name=$1 binary=$2
-    config "${name}a" 198.18.254.1 198.18.254.2 "${link}a" > "$work/${name}a.conf"
-    config "${name}b" 198.18.254.2 198.18.254.1 "${link}b" > "$work/${name}b.conf"
-    ip netns exec "$a" "$bin/ctsync" kernel flush >/dev/null 2>&1; ip netns exec "$b" "$bin/ctsync" kernel flush >/dev/null 2>&1
-    ip netns exec "$a" "$binary" -C "$work/${name}a.conf" >/dev/null 2>&1 & local pa=$!; pids+=("$pa")
-    ip netns exec "$b" "$binary" -C "$work/${name}b.conf" >/dev/null 2>&1 & local pb=$!; pids+=("$pb")
-    for side in a b; do
-        local ns=${!side} deadline=$(( $(date +%s) + 20 ))
-        until ip netns exec "$ns" "$binary" -C "$work/${name}${side}.conf" -s >/dev/null 2>&1; do
-            [ "$(date +%s)" -lt "$deadline" ] || { echo "$name $side did not start" >&2; exit 1; }; sleep 0.05
-        done
-    done
-    sleep 2  # let the pair exchange its hellos
-    ip netns exec "$a" "$bin/ctsync" kernel insert --file "$work/flows.jsonl" -o json >/dev/null
-    wait_external "$work/${name}b.ctl" "$flows" 120 >/dev/null || { echo "$name: b did not receive every flow" >&2; exit 1; }
+commit_rounds() {  # name binary pid-of-b mode -> best of $rounds commits; JSON in /tmp/commit-NAME-MODE.json
+    local name=$1 binary=$2 pb=$3 mode=$4
     local round walls=() internals=() cpus=() inserts=() out=""
     for round in $(seq "$rounds"); do
-        # The kernel's batched insert under the same host state as the commit (the pair
-        # running, a's table full, a's listener on the host), in the namespace without a daemon.
+        # The kernel's batched insert under the same host state as the commit (pair: a's
+        # daemon and table there too; alone: a gone), in the namespace without a daemon.
         inserts+=("$(insert_rate "$plain")")
         local before after cpu0 cpu1 deadline timed
         before=$(kcount "$b")
@@ -172,38 +158,64 @@ print("%.6f" % e); print((p.stdout + p.stderr).strip())' ip netns exec "$b" "$bi
         sleep 1
     done
     local insert; insert=$(printf '%s\n' "${inserts[@]}" | sort -n | tail -1)
-    kill "$pa" "$pb"; wait "$pa" "$pb" 2>/dev/null || true
-    python3 - "$name" "$flows" "$insert" "$out" "${walls[*]}" "${internals[*]}" "${cpus[*]}" <<'PY'
+    python3 - "$name" "$mode" "$flows" "$insert" "$out" "${walls[*]}" "${internals[*]}" "${cpus[*]}" <<'PY'
 import sys, json
-name, flows, insert, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4].strip()
-walls = [float(x) for x in sys.argv[5].split()]
-internals = [float(x) for x in sys.argv[6].split() if float(x) > 0]
-cpus = [float(x) for x in sys.argv[7].split()]
+name, mode, flows, insert, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5].strip()
+walls = [float(x) for x in sys.argv[6].split()]
+internals = [float(x) for x in sys.argv[7].split() if float(x) > 0]
+cpus = [float(x) for x in sys.argv[8].split()]
 best = min(walls)
 r = {"seconds": best, "rate": flows / best, "walls": walls, "internal": min(internals) if internals else 0,
      "insert": insert, "cpu": min(cpus), "output": out}
-print(f"{name:11s} {best:8.3f} {flows / best:10.0f} {r['internal']:10.3f} {' '.join('%.3f' % w for w in walls):>22s} {insert:12.0f} {flows / best / insert:6.2f} {min(cpus):7.2f}")
-json.dump(r, open(f"/tmp/commit-{name}.json", "w"))
+print(f"{name + ' ' + mode:16s} {best:8.3f} {flows / best:10.0f} {r['internal']:10.3f} {' '.join('%.3f' % w for w in walls):>22s} {insert:12.0f} {flows / best / insert:6.2f} {min(cpus):7.2f}")
+json.dump(r, open(f"/tmp/commit-{name}-{mode}.json", "w"))
 PY
 }
 
+measure() {  # name binary -> best of $rounds commits of the same external cache
+    local name=$1 binary=$2
+    config "${name}a" 198.18.254.1 198.18.254.2 "${link}a" > "$work/${name}a.conf"
+    config "${name}b" 198.18.254.2 198.18.254.1 "${link}b" > "$work/${name}b.conf"
+    ip netns exec "$a" "$bin/ctsync" kernel flush >/dev/null 2>&1; ip netns exec "$b" "$bin/ctsync" kernel flush >/dev/null 2>&1
+    ip netns exec "$a" "$binary" -C "$work/${name}a.conf" >/dev/null 2>&1 & local pa=$!; pids+=("$pa")
+    ip netns exec "$b" "$binary" -C "$work/${name}b.conf" >/dev/null 2>&1 & local pb=$!; pids+=("$pb")
+    for side in a b; do
+        local ns=${!side} deadline=$(( $(date +%s) + 20 ))
+        until ip netns exec "$ns" "$binary" -C "$work/${name}${side}.conf" -s >/dev/null 2>&1; do
+            [ "$(date +%s)" -lt "$deadline" ] || { echo "$name $side did not start" >&2; exit 1; }; sleep 0.05
+        done
+    done
+    sleep 2  # let the pair exchange its hellos
+    ip netns exec "$a" "$bin/ctsync" kernel insert --file "$work/flows.jsonl" -o json >/dev/null
+    wait_external "$work/${name}b.ctl" "$flows" 120 >/dev/null || { echo "$name: b did not receive every flow" >&2; exit 1; }
+    commit_rounds "$name" "$binary" "$pb" pair
+    # The failover case: the peer is gone. Its daemon stops, its table is emptied; b commits
+    # with no other listener on the host and only its own flows in the conntrack hash.
+    kill "$pa"; wait "$pa" 2>/dev/null || true
+    ip netns exec "$a" "$bin/ctsync" kernel flush >/dev/null 2>&1
+    commit_rounds "$name" "$binary" "$pb" alone
+    kill "$pb"; wait "$pb" 2>/dev/null || true
+}
+
 echo "kernel $(uname -r), $flows flows, $(nproc) cores, best of $rounds rounds; commit = request to answer of the -c client"
+echo "pair: both daemons running, the peer's table full; alone: the peer stopped and its table emptied (a failover)"
 plainrates=()
 for round in $(seq "$rounds"); do plainrates+=("$(insert_rate "$plain")"); done
 plainrate=$(printf '%s\n' "${plainrates[@]}" | sort -n | tail -1)
 echo "kernel batched insert (ctsync kernel insert, batch 256) on the idle host: ${plainrates[*]} flows/s -> best $plainrate"
-printf '%-11s %8s %10s %10s %22s %12s %6s %7s\n' daemon "best s" "flows/s" "own s" "rounds s" "insert/s" ratio "cpu s"
+printf '%-16s %8s %10s %10s %22s %12s %6s %7s\n' "daemon case" "best s" "flows/s" "own s" "rounds s" "insert/s" ratio "cpu s"
 measure conntrackd "$(command -v conntrackd)"
 measure ctsyncd "$bin/ctsyncd"
 python3 - "$plainrate" <<'PY'
 import json, sys
 idle = float(sys.argv[1])
-c = json.load(open("/tmp/commit-conntrackd.json")); s = json.load(open("/tmp/commit-ctsyncd.json"))
-print("ctsyncd says: %s" % s["output"])
-print("insert/s = ctsync kernel insert (batch 256) in a namespace without a daemon, same host state, best round")
-print("ratios: ctsyncd commit / batched insert %.2f (daemon's own timing %.2f); conntrackd commit / batched insert %.2f;"
-      % (s["rate"] / s["insert"], (s["rate"] * s["seconds"] / s["internal"]) / s["insert"] if s["internal"] else 0,
-         c["rate"] / c["insert"]))
-print("        ctsyncd / conntrackd commit rate %.2f; daemon CPU per commit ctsyncd / conntrackd %.2f; batched insert on an idle host %.0f/s"
-      % (s["rate"] / c["rate"], s["cpu"] / max(c["cpu"], 1e-9), idle))
+print("insert/s = ctsync kernel insert (batch 256) in a namespace without a daemon, same host state, best round;")
+print("ratio = commit rate / insert/s")
+for mode in ("pair", "alone"):
+    c = json.load(open(f"/tmp/commit-conntrackd-{mode}.json")); s = json.load(open(f"/tmp/commit-ctsyncd-{mode}.json"))
+    own = (s["rate"] * s["seconds"] / s["internal"]) / s["insert"] if s["internal"] else 0
+    print(f"{mode:5s}: ctsyncd commit / batched insert {s['rate'] / s['insert']:.2f} (daemon's own timing {own:.2f}); "
+          f"conntrackd {c['rate'] / c['insert']:.2f}; ctsyncd / conntrackd commit rate {s['rate'] / c['rate']:.2f}; "
+          f"vs the idle host's insert: ctsyncd {s['rate'] / idle:.2f}, conntrackd {c['rate'] / idle:.2f}")
+print("ctsyncd says: %s" % json.load(open("/tmp/commit-ctsyncd-alone.json"))["output"])
 PY
