@@ -29,7 +29,7 @@ struct FlowTable {
 
     /// The slot holding `key`, or nil.
     private func slot(of key: FlowKey) -> Int? {
-        var i = key.hashValue & mask
+        var i = Int(truncatingIfNeeded: key.fastHash) & mask
         while true {
             let s = slots[i]
             if s == Self.empty { return nil }
@@ -40,7 +40,7 @@ struct FlowTable {
 
     /// The slot pointing at position `index` (which holds `key`).
     private func slot(ofIndex index: Int32, key: FlowKey) -> Int {
-        var i = key.hashValue & mask
+        var i = Int(truncatingIfNeeded: key.fastHash) & mask
         while slots[i] != index { i = (i + 1) & mask }
         return i
     }
@@ -60,7 +60,7 @@ struct FlowTable {
     /// Adds an entry whose key is not present.
     mutating func insert(_ entry: CacheEntry) {
         if (storage.count + tombstones + 1) * 2 > slots.count { rehash(minimumCount: storage.count + 1) }
-        var i = entry.flow.key.hashValue & mask
+        var i = Int(truncatingIfNeeded: entry.flow.key.fastHash) & mask
         while slots[i] >= 0 { i = (i + 1) & mask }
         if slots[i] == Self.deleted { tombstones -= 1 }
         slots[i] = Int32(storage.count)
@@ -100,7 +100,7 @@ struct FlowTable {
         mask = size - 1
         tombstones = 0
         for (index, entry) in storage.enumerated() {
-            var i = entry.flow.key.hashValue & mask
+            var i = Int(truncatingIfNeeded: entry.flow.key.fastHash) & mask
             while slots[i] >= 0 { i = (i + 1) & mask }
             slots[i] = Int32(index)
         }
