@@ -46,6 +46,10 @@ public struct FTFWEngine: Sendable {
     public let resendQueueLimit: Int
     /// Silence after which an ACK (if owed) or an ALIVE goes out, milliseconds.
     public let aliveIntervalMilliseconds: Int64
+    /// False for conntrackd's NOTRACK mode: the same messages and numbering, but nothing is
+    /// kept for retransmission and no ACK, NACK or hello is ever sent; received numbers only
+    /// feed the loss statistics. Resync requests and bulk sends work as in FTFW.
+    public let reliable: Bool
 
     enum Control: Hashable, Sendable {
         case ack(UInt32, UInt32)
@@ -87,8 +91,11 @@ public struct FTFWEngine: Sendable {
 
     public private(set) var counters = FTFWCounters()
 
-    public init(initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000, now: Int64)
-    {
+    public init(
+        initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000,
+        reliable: Bool = true, now: Int64
+    ) {
+        self.reliable = reliable
         self.windowSize = max(1, windowSize)
         self.resendQueueLimit = max(1, resendQueueLimit)
         self.aliveIntervalMilliseconds = aliveIntervalMilliseconds
@@ -164,7 +171,11 @@ public struct FTFWEngine: Sendable {
                 // that entry becomes a hole (`release` skips it).
                 if resendFlows[key] != nil { counters.retransmitted += 1 }
                 out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
-                remember(sequence, .flow(key))
+                if reliable {
+                    remember(sequence, .flow(key))
+                } else {
+                    tombstones.removeValue(forKey: key)  // sent once, forgotten
+                }
             case .control(let control):
                 let sequence = take()
                 let body: SyncMessage.Body
@@ -179,7 +190,7 @@ public struct FTFWEngine: Sendable {
                 case .alive: body = .alive
                 }
                 out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
-                if control != .alive { remember(sequence, item) }
+                if control != .alive && reliable { remember(sequence, item) }
             case .hole:
                 break
             }
@@ -197,6 +208,7 @@ public struct FTFWEngine: Sendable {
 
     private mutating func helloFlags() -> MessageFlags {
         var flags: MessageFlags = []
+        guard reliable else { return flags }
         if hello == .initial { hello = .saying }
         if hello == .saying { flags.insert(.hello) }
         if sayHelloBack {
@@ -254,6 +266,7 @@ public struct FTFWEngine: Sendable {
     public mutating func receive(_ message: SyncMessage, now: Int64) -> [FTFWAction] {
         counters.received += 1
         var actions: [FTFWAction] = []
+        if !reliable { return receiveUnreliable(message) }
         let sequence = message.sequence
         if message.hello.contains(.hello) { sayHelloBack = true }
         if message.hello.contains(.helloBack) && hello == .saying { hello = .done }
@@ -317,6 +330,33 @@ public struct FTFWEngine: Sendable {
             }
             lastReceived = sequence
         }
+        return actions
+    }
+
+    /// NOTRACK: data is applied whatever its number (numbers only count losses), a resync
+    /// request is answered, ACK and NACK are not part of the mode (counted as malformed).
+    private mutating func receiveUnreliable(_ message: SyncMessage) -> [FTFWAction] {
+        var actions: [FTFWAction] = []
+        switch message.body {
+        case .ack, .nack:
+            counters.malformed += 1
+            return actions
+        case .flow(let kind, let flow):
+            actions.append(.apply(kind, flow))
+        case .resync:
+            actions.append(.bulkRequested)
+        case .alive, .expectation:
+            break
+        }
+        if let last = lastReceived {
+            let expected = last &+ 1
+            if SequenceNumber.after(message.sequence, expected) {
+                counters.lost += Int(message.sequence &- expected)
+            } else if SequenceNumber.before(message.sequence, expected) {
+                counters.before += 1
+            }
+        }
+        lastReceived = message.sequence
         return actions
     }
 
@@ -409,7 +449,7 @@ public struct FTFWEngine: Sendable {
     /// After a second without sending: acknowledge what is owed, or say we are alive.
     public mutating func tick(now: Int64) {
         guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
-        if ackPending, let last = lastReceived {
+        if reliable, ackPending, let last = lastReceived {
             txQueue.append(.control(.ack(ackFrom, last)))
             ackPending = false
             window = windowSize

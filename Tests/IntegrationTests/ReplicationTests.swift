@@ -26,11 +26,11 @@ struct SyncPair {
     let linkName: String
 
     /// The Sync section of one side (FTFW over UDP unicast).
-    func syncSection(local: String, peer: String, interface: String, extra: String = "") -> String {
+    func syncSection(local: String, peer: String, interface: String, extra: String = "", mode: String = "FTFW") -> String {
         """
         Sync {
-            Mode FTFW {
-                ResendQueueSize 262144
+            Mode \(mode) {
+                \(mode == "FTFW" ? "ResendQueueSize 262144" : "")
                 \(extra)
             }
             UDP {
@@ -65,11 +65,11 @@ struct SyncPair {
         """
     }
 
-    func daemons(extra: String = "", multicast: Bool = false) throws -> (TestDaemon, TestDaemon) {
+    func daemons(extra: String = "", multicast: Bool = false, mode: String = "FTFW") throws -> (TestDaemon, TestDaemon) {
         let sections = [("198.18.254.1", "198.18.254.2", "\(linkName)a"), ("198.18.254.2", "198.18.254.1", "\(linkName)b")].map {
             multicast
                 ? multicastSection(local: $0.0, interface: $0.2)
-                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra)
+                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra, mode: mode)
         }
         let da = try TestDaemon(a) { TestDaemon.config(directory: $0, extra: sections[0]) }
         let db = try TestDaemon(b) { TestDaemon.config(directory: $0, extra: sections[1]) }
@@ -130,6 +130,31 @@ extension TestDaemon {
         try pair.a.table { try $0.flush() }
         #expect(try eventually(within: 10) { try db.externalCount() == 0 })
         #expect(try da.externalCount() == 300)
+    }
+
+    /// NOTRACK: best effort, the same messages without acknowledgements; on a lossless link
+    /// flows and destroys arrive, `-n` and `-B` work.
+    @Test func notrackPairReplicates() throws {
+        let pair = try SyncPair("ntr")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons(mode: "NOTRACK")
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let onA = burst(500)
+        try pair.a.table { _ = try $0.write(onA, operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 500 })
+        try pair.a.table { _ = try $0.write(Array(onA[0..<200]), operation: .delete) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 300 })
+        #expect(try db.ctsyncd(["-f", "external"]).status == 0)
+        #expect(try db.ctsyncd(["-n"]).status == 0)
+        #expect(try eventually(within: 10) { try db.externalCount() == 300 })
+        let sync = try #require(try da.stats()["sync"] as? [String: Any])
+        #expect(sync["mode"] as? String == "NOTRACK")
+        #expect(sync["acks_sent"] as? Int == 0 && sync["resend_queue"] as? Int == 0)
     }
 
     /// b restarts while a keeps changing; then a restarts after flows ended while it was down:
@@ -298,11 +323,12 @@ struct ConntrackdInteropTests {
         )
     }
 
-    @Test(arguments: [false, true])
-    func ctsyncdAndConntrackdReplicateBothWays(multicast: Bool) throws {
-        let pair = try SyncPair(multicast ? "iom" : "iou")
+    /// FTFW over UDP and multicast, and NOTRACK over UDP (best effort: no loss on a veth).
+    @Test(arguments: [(false, "FTFW"), (true, "FTFW"), (false, "NOTRACK")])
+    func ctsyncdAndConntrackdReplicateBothWays(multicast: Bool, mode: String) throws {
+        let pair = try SyncPair(multicast ? "iom" : mode == "FTFW" ? "iou" : "ion")
         defer { pair.remove() }
-        let (da, dbConfigOnly) = try pair.daemons(multicast: multicast)
+        let (da, dbConfigOnly) = try pair.daemons(multicast: multicast, mode: mode)
         defer { da.stop() }
         // b runs conntrackd on the configuration ctsyncd would have used (same grammar).
         let conntrackd = Process()

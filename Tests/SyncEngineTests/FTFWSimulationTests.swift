@@ -12,9 +12,9 @@ struct SimNode {
     var engine: FTFWEngine
     let name: String
 
-    init(name: String, sequence: UInt32, now: Int64) {
+    init(name: String, sequence: UInt32, now: Int64, reliable: Bool = true) {
         self.name = name
-        engine = FTFWEngine(initialSequence: sequence, windowSize: 30, now: now)
+        engine = FTFWEngine(initialSequence: sequence, windowSize: 30, reliable: reliable, now: now)
     }
 
     mutating func create(_ flow: Flow, now: Int64) {
@@ -239,6 +239,23 @@ struct Simulation {
         sim.b.engine.enqueueAll(sim.b.internalCache.keys)
         let converged = sim.run(busy: 100)
         #expect(converged, "seed \(seed): a→b \(sim.differences(sim.a, sim.b)), b→a \(sim.differences(sim.b, sim.a))")
+    }
+
+    /// NOTRACK: same numbering, nothing kept, no ACK/NACK/hello; a lossless link converges,
+    /// a lossy one counts its losses and resends nothing.
+    @Test func notrackSendsOnceAndCountsLosses() {
+        for drop: UInt64 in [0, 20] {
+            var sim = Simulation(seed: 3, drop: drop)
+            sim.a = SimNode(name: "a", sequence: 10, now: 0, reliable: false)
+            sim.b = SimNode(name: "b", sequence: 20, now: 0, reliable: false)
+            let converged = sim.run(busy: 100, settleSeconds: 3)
+            #expect(converged == (drop == 0))
+            for node in [sim.a, sim.b] {
+                #expect(node.engine.counters.acksSent == 0 && node.engine.counters.nacksSent == 0)
+                #expect(node.engine.counters.retransmitted == 0 && node.engine.resendQueueLength == 0)
+                #expect((node.engine.counters.lost > 0) == (drop > 0))
+            }
+        }
     }
 
     @Test func idlePeersExchangeOnlyKeepalives() {

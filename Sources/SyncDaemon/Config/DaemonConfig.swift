@@ -87,6 +87,7 @@ public struct DaemonConfig: Sendable, Equatable {
             "Sync", "Sync.Mode FTFW", "Sync.Mode FTFW.ResendQueueSize", "Sync.Mode FTFW.ACKWindowSize",
             "Sync.Mode FTFW.StartupResync", "Sync.Mode FTFW.CommitTimeout", "Sync.CommitTimeout", "Sync.Options",
             "Sync.Options.TCPWindowTracking", "Sync.UDP", "Sync.Multicast",
+            "Sync.Mode NOTRACK", "Sync.Mode NOTRACK.StartupResync", "Sync.Mode NOTRACK.CommitTimeout",
         ])
         for option in [
             "IPv4_address", "IPv6_address", "IPv4_Destination_Address", "IPv6_Destination_Address", "Port", "Interface",

@@ -26,8 +26,12 @@ final class Replication {
     static let staleSweepMilliseconds: Int64 = 2000
 
     init(config: SyncConfig, hashLimit: Int, now: Int64, log: Logger) throws {
-        guard case .ftfw(let ftfw) = config.mode else {
-            throw DaemonError.startup("Sync mode \(config.mode.name) is not supported yet (only FTFW replicates in this version)")
+        let ftfw: FTFWOptions
+        switch config.mode {
+        case .ftfw(let options): ftfw = options
+        case .notrack: ftfw = FTFWOptions()  // same numbering, no reliability
+        case .alarm:
+            throw DaemonError.startup("Sync mode ALARM is not supported yet (FTFW and NOTRACK replicate in this version)")
         }
         guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP or Multicast link") }
         let chosen = config.channels[config.defaultChannelIndex ?? 0]
@@ -41,9 +45,11 @@ final class Replication {
         } catch {
             throw DaemonError.startup("sync link: \(error)")
         }
+        var reliable = true
+        if case .notrack = config.mode { reliable = false }
         engine = FTFWEngine(
             initialSequence: UInt32(truncatingIfNeeded: time(nil)), windowSize: ftfw.ackWindowSize,
-            resendQueueLimit: ftfw.resendQueueSize, now: now)
+            resendQueueLimit: ftfw.resendQueueSize, reliable: reliable, now: now)
         external = FlowCache(limit: hashLimit)
         options = EncodeOptions(includeTimeout: config.commitTimeout == nil, includeWindowScale: config.tcpWindowTracking)
         modeName = config.mode.name
