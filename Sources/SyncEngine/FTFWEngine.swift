@@ -50,6 +50,8 @@ public struct FTFWEngine: Sendable {
     /// kept for retransmission and no ACK, NACK or hello is ever sent; received numbers only
     /// feed the loss statistics. Resync requests and bulk sends work as in FTFW.
     public let reliable: Bool
+    /// False for ALARM mode: no ALIVE either (the periodic refresh is the sign of life).
+    public let sendsAlive: Bool
 
     enum Control: Hashable, Sendable {
         case ack(UInt32, UInt32)
@@ -93,9 +95,10 @@ public struct FTFWEngine: Sendable {
 
     public init(
         initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000,
-        reliable: Bool = true, now: Int64
+        reliable: Bool = true, sendsAlive: Bool = true, now: Int64
     ) {
         self.reliable = reliable
+        self.sendsAlive = sendsAlive
         self.windowSize = max(1, windowSize)
         self.resendQueueLimit = max(1, resendQueueLimit)
         self.aliveIntervalMilliseconds = aliveIntervalMilliseconds
@@ -449,6 +452,7 @@ public struct FTFWEngine: Sendable {
     /// After a second without sending: acknowledge what is owed, or say we are alive.
     public mutating func tick(now: Int64) {
         guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
+        if !sendsAlive && !(reliable && ackPending) { return }
         if reliable, ackPending, let last = lastReceived {
             txQueue.append(.control(.ack(ackFrom, last)))
             ackPending = false

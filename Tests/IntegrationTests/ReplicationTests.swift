@@ -157,6 +157,32 @@ extension TestDaemon {
         #expect(sync["acks_sent"] as? Int == 0 && sync["resend_queue"] as? Int == 0)
     }
 
+    /// ALARM: soft state. Every flow is sent again within RefreshTime; the peer drops what is
+    /// not refreshed for CacheTimeout (here: after a's daemon stops).
+    @Test func alarmPairRefreshesAndExpires() throws {
+        let pair = try SyncPair("alm")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons(extra: "RefreshTime 2\nCacheTimeout 5", mode: "ALARM")
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let onA = burst(300)
+        try pair.a.table { _ = try $0.write(onA, operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 300 })
+        // Forgotten by b, sent again by a's refresh within RefreshTime.
+        #expect(try db.ctsyncd(["-f", "external"]).status == 0)
+        #expect(try db.externalCount() == 0)
+        #expect(try eventually(within: 6) { try db.externalCount() == 300 })
+        let sync = try #require(try da.stats()["sync"] as? [String: Any])
+        #expect(sync["mode"] as? String == "ALARM")
+        // a stops refreshing: b drops its flows after CacheTimeout.
+        da.stop()
+        #expect(try eventually(within: 12) { try db.externalCount() == 0 })
+    }
+
     /// b restarts while a keeps changing; then a restarts after flows ended while it was down:
     /// each time the peer converges, with no ghosts of flows that ended meanwhile.
     @Test func peerRestartsConverge() throws {
@@ -321,6 +347,42 @@ struct ConntrackdInteropTests {
         Set(
             flows.map { "\($0.proto.name) \($0.original.source) \($0.original.destination) \($0.original.sourcePort) \($0.original.destinationPort)" }
         )
+    }
+
+    /// ALARM both ways (conntrackd's ALARM answers no -n or -B: the refresh carries the table).
+    @Test func alarmModeInteroperates() throws {
+        let pair = try SyncPair("ioa")
+        defer { pair.remove() }
+        let (da, dbConfigOnly) = try pair.daemons(extra: "RefreshTime 2\nCacheTimeout 6", mode: "ALARM")
+        defer { da.stop() }
+        let conntrackd = Process()
+        conntrackd.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        conntrackd.arguments = ["ip", "netns", "exec", pair.b.name, "conntrackd", "-C", dbConfigOnly.configPath]
+        conntrackd.standardOutput = FileHandle.nullDevice
+        conntrackd.standardError = FileHandle.nullDevice
+        try da.start()
+        try conntrackd.run()
+        defer {
+            _ = try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-k"])
+            if conntrackd.isRunning { kill(conntrackd.processIdentifier, SIGKILL) }
+            dbConfigOnly.stop()
+        }
+        #expect(eventually(within: 10) { ((try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-s"]))?.status ?? 1) == 0 })
+        let onA = burst(200)
+        try pair.a.table { _ = try $0.write(onA, operation: .create) }
+        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(onA) })
+        let onB = burst(150, base: 0xC612_8000)
+        try pair.b.table { _ = try $0.write(onB, operation: .create) }
+        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(onB) })
+        try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
+        try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
+        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
+        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(Array(onB[50...])) })
+        // conntrackd forgets, ctsyncd's refresh (RefreshTime 2) brings the flows back.
+        #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
+        #expect(try eventually(within: 8) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
+        let network = try da.ctsyncd(["-s", "network"]).stdout
+        #expect(network.contains("Malformed messages:\t                   0"), "\(network)")
     }
 
     /// FTFW over UDP and multicast, and NOTRACK over UDP (best effort: no loss on a veth).

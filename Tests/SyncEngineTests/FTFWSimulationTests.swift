@@ -258,6 +258,18 @@ struct Simulation {
         }
     }
 
+    /// ALARM: no ALIVE when idle (the refresh is the sign of life); data goes out unkept.
+    @Test func alarmEngineSendsNoAlive() {
+        var engine = FTFWEngine(initialSequence: 1, reliable: false, sendsAlive: false, now: 0)
+        engine.tick(now: 5000)
+        #expect(engine.transmit(now: 5000) { _ in nil }.isEmpty)
+        let flow = simFlow(1, version: 0, node: 0)
+        engine.flowChanged(flow.key, created: true)
+        let sent = engine.transmit(now: 5001) { $0 == flow.key ? flow : nil }
+        #expect(sent.count == 1 && sent[0].hello.isEmpty)
+        #expect(engine.resendQueueLength == 0)
+    }
+
     @Test func idlePeersExchangeOnlyKeepalives() {
         var sim = Simulation(seed: 7, drop: 0)
         let settled = sim.run(busy: 10)

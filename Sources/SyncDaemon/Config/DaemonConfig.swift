@@ -88,6 +88,8 @@ public struct DaemonConfig: Sendable, Equatable {
             "Sync.Mode FTFW.StartupResync", "Sync.Mode FTFW.CommitTimeout", "Sync.CommitTimeout", "Sync.Options",
             "Sync.Options.TCPWindowTracking", "Sync.UDP", "Sync.Multicast",
             "Sync.Mode NOTRACK", "Sync.Mode NOTRACK.StartupResync", "Sync.Mode NOTRACK.CommitTimeout",
+            "Sync.Mode ALARM", "Sync.Mode ALARM.RefreshTime", "Sync.Mode ALARM.CacheTimeout", "Sync.Mode ALARM.CommitTimeout",
+            "Sync.RefreshTime", "Sync.CacheTimeout",
         ])
         for option in [
             "IPv4_address", "IPv6_address", "IPv4_Destination_Address", "IPv6_Destination_Address", "Port", "Interface",

@@ -229,8 +229,10 @@ public final class Daemon {
             if let committer, committer.running { descriptors.append(pollfd(fd: committer.wakeDescriptor, events: Int16(POLLIN), revents: 0)) }
             let controlStart = descriptors.count
             if let control { descriptors += control.pollDescriptors() }
-            let deadlines = [resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick, replication?.sweepDue]
-                .compactMap { $0 }
+            let deadlines = [
+                resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick, replication?.sweepDue, replication?.alarmDue,
+            ]
+            .compactMap { $0 }
             let timeout = deadlines.min().map { Int32(clamping: max(0, $0 - now)) } ?? 1000
             let ready = poll(&descriptors, nfds_t(descriptors.count), resyncDue != nil ? min(timeout, Int32(Self.resyncQuietMilliseconds)) : timeout)
             if ready < 0 && errno != EINTR {
@@ -354,6 +356,10 @@ public final class Daemon {
             nextPoll = now + Int64(config.general.pollSeconds) * 1000
         }
         if let replication, now >= replication.engine.nextTick { replication.engine.tick(now: now) }
+        if let replication, let due = replication.alarmDue, now >= due {
+            let expired = replication.alarmTick(now: now, cache: cache)
+            if expired > 0 { log.notice("\(expired) flows of the peer not refreshed for CacheTimeout: removed from the external cache") }
+        }
         if let replication, let removed = replication.sweepStale(now: now) {
             log.notice("after the peer's restart: \(removed) flows it no longer has removed from the external cache")
         }

@@ -30,8 +30,9 @@ final class Replication {
         switch config.mode {
         case .ftfw(let options): ftfw = options
         case .notrack: ftfw = FTFWOptions()  // same numbering, no reliability
-        case .alarm:
-            throw DaemonError.startup("Sync mode ALARM is not supported yet (FTFW and NOTRACK replicate in this version)")
+        case .alarm(let options):
+            ftfw = FTFWOptions()  // same numbering, no reliability, no ALIVE
+            alarm = options
         }
         guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP or Multicast link") }
         let chosen = config.channels[config.defaultChannelIndex ?? 0]
@@ -47,9 +48,11 @@ final class Replication {
         }
         var reliable = true
         if case .notrack = config.mode { reliable = false }
+        if alarm != nil { reliable = false }
         engine = FTFWEngine(
             initialSequence: UInt32(truncatingIfNeeded: time(nil)), windowSize: ftfw.ackWindowSize,
-            resendQueueLimit: ftfw.resendQueueSize, reliable: reliable, now: now)
+            resendQueueLimit: ftfw.resendQueueSize, reliable: reliable, sendsAlive: alarm == nil, now: now)
+        nextRefresh = now + 1000
         external = FlowCache(limit: hashLimit)
         options = EncodeOptions(includeTimeout: config.commitTimeout == nil, includeWindowScale: config.tcpWindowTracking)
         modeName = config.mode.name
@@ -97,6 +100,40 @@ final class Replication {
     }
 
     var sweepDue: Int64? { stale == nil ? nil : lastPeerData + Self.staleSweepMilliseconds }
+
+    // MARK: - ALARM mode
+
+    /// ALARM mode's settings; nil in the other modes.
+    private(set) var alarm: AlarmOptions?
+    private var nextRefresh: Int64 = 0
+    /// Where the refresh sweep is in the internal cache's entry array.
+    private var refreshPosition = 0
+
+    /// When `refresh` or `expire` next has work (ALARM mode only).
+    var alarmDue: Int64? { alarm == nil ? nil : nextRefresh }
+
+    /// ALARM, once a second: sends the next slice of the internal cache again, so that every
+    /// flow goes out once per `RefreshTime` (soft state: the peer forgets what is not
+    /// refreshed), and drops the external flows the peer has not refreshed for `CacheTimeout`.
+    /// The slice walks the cache's dense array: no timer per flow. Returns how many expired.
+    func alarmTick(now: Int64, cache: FlowCache) -> Int {
+        guard let alarm, now >= nextRefresh else { return 0 }
+        nextRefresh = now + 1000
+        let entries = cache.entries
+        if !entries.isEmpty {
+            let period = max(1, alarm.refreshTime)
+            let slice = (entries.count + period - 1) / period
+            if refreshPosition >= entries.count { refreshPosition = 0 }
+            let end = min(entries.count, refreshPosition + slice)
+            for entry in entries[refreshPosition..<end] { engine.flowChanged(entry.flow.key, created: false) }
+            refreshPosition = end
+        }
+        let limit = now / 1000 - Int64(max(1, alarm.cacheTimeout))
+        var expired: [Flow] = []
+        for entry in external.entries where entry.lastUpdate < limit { expired.append(entry.flow) }
+        for flow in expired { external.remove(flow) }
+        return expired.count
+    }
 
     /// Reads what arrived and applies it; returns the actions the daemon must take itself.
     func receive(now: Int64, limit: Int) -> [FTFWAction] {
