@@ -157,6 +157,63 @@ extension TestDaemon {
         #expect(sync["acks_sent"] as? Int == 0 && sync["resend_queue"] as? Int == 0)
     }
 
+    /// Two dedicated links: the first (Default) carries the traffic; when it goes down the
+    /// second takes over (and the peer follows), and nothing is lost on the way.
+    @Test func secondLinkTakesOverWhenTheFirstGoesDown() throws {
+        let pair = try SyncPair("mlk")
+        defer { pair.remove() }
+        let second = "\(pair.linkName)c"
+        try run(["ip", "link", "add", "\(second)a", "netns", pair.a.name, "type", "veth", "peer", "name", "\(second)b", "netns", pair.b.name])
+        try run(["ip", "-n", pair.a.name, "addr", "add", "198.18.253.1/24", "dev", "\(second)a"])
+        try run(["ip", "-n", pair.b.name, "addr", "add", "198.18.253.2/24", "dev", "\(second)b"])
+        try run(["ip", "-n", pair.a.name, "link", "set", "\(second)a", "up"])
+        try run(["ip", "-n", pair.b.name, "link", "set", "\(second)b", "up"])
+        func section(_ side: String, _ local: String, _ peer: String) -> String {
+            """
+            Sync {
+                Mode FTFW {
+                }
+                UDP Default {
+                    IPv4_address 198.18.254.\(local)
+                    IPv4_Destination_Address 198.18.254.\(peer)
+                    Port 3780
+                    Interface \(pair.linkName)\(side)
+                }
+                UDP {
+                    IPv4_address 198.18.253.\(local)
+                    IPv4_Destination_Address 198.18.253.\(peer)
+                    Port 3781
+                    Interface \(second)\(side)
+                }
+            }
+            """
+        }
+        let da = try TestDaemon(pair.a) { TestDaemon.config(directory: $0, extra: section("a", "1", "2")) }
+        let db = try TestDaemon(pair.b) { TestDaemon.config(directory: $0, extra: section("b", "2", "1")) }
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let flows = burst(400)
+        try pair.a.table { _ = try $0.write(Array(flows[0..<200]), operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 200 })
+        let before = try da.ctsyncd(["-s", "link"]).stdout
+        #expect(before.contains("device=\(pair.linkName)a status=RUNNING role=ACTIVE"), "\(before)")
+        #expect(before.contains("device=\(second)a status=RUNNING role=BACKUP"), "\(before)")
+
+        try run(["ip", "-n", pair.a.name, "link", "set", "\(pair.linkName)a", "down"])
+        try pair.a.table { _ = try $0.write(Array(flows[200...]), operation: .create) }
+        try pair.a.table { _ = try $0.write(Array(flows[0..<100]), operation: .delete) }
+        #expect(try eventually(within: 10) { try Set(db.externalCache().map(\.key)) == Set(flows[100...].map(\.key)) })
+        let after = try da.ctsyncd(["-s", "link"]).stdout
+        #expect(after.contains("device=\(pair.linkName)a status=DOWN role=BACKUP"), "\(after)")
+        #expect(after.contains("device=\(second)a status=RUNNING role=ACTIVE"), "\(after)")
+        // b followed: its answers go over the second link too.
+        #expect(try eventually(within: 5) { try db.ctsyncd(["-s", "link"]).stdout.contains("device=\(second)b status=RUNNING role=ACTIVE") })
+    }
+
     /// ALARM: soft state. Every flow is sent again within RefreshTime; the peer drops what is
     /// not refreshed for CacheTimeout (here: after a's daemon stops).
     @Test func alarmPairRefreshesAndExpires() throws {

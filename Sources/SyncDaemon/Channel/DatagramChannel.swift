@@ -185,8 +185,10 @@ final class DatagramChannel {
         return (storage, socklen_t(MemoryLayout<sockaddr_in6>.size))
     }
 
-    /// Sends one datagram; a failure is counted (FTFW repairs the loss), never thrown.
-    func send(_ datagram: UnsafeRawBufferPointer) {
+    /// Sends one datagram; a failure is counted (FTFW repairs the loss), never thrown. Returns
+    /// false when the link itself looks gone (no route, network down), for a link switch.
+    @discardableResult
+    func send(_ datagram: UnsafeRawBufferPointer) -> Bool {
         let sent = withUnsafePointer(to: &destination) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 sendto(sendDescriptor, datagram.baseAddress, datagram.count, Int32(MSG_DONTWAIT), $0, destinationLength)
@@ -195,9 +197,10 @@ final class DatagramChannel {
         if sent == datagram.count {
             counters.bytesSent += UInt64(sent)
             counters.datagramsSent += 1
-        } else {
-            counters.sendErrors += 1
+            return true
         }
+        counters.sendErrors += 1
+        return !(sent < 0 && [ENETDOWN, ENETUNREACH, EHOSTUNREACH, ENODEV, EADDRNOTAVAIL].contains(errno))
     }
 
     /// Receives queued datagrams (at most `limit`) and hands each to `body`.

@@ -175,8 +175,9 @@ public final class Daemon {
                 replication.engine.requestResync()
                 log.notice("resync requested from the peer (StartupResync)")
             }
+            let links = replication.channels.enumerated().map { $0.element.config.interface + ($0.offset == replication.current ? " (current)" : "") }
             log.notice(
-                "replicating in \(replication.modeName) mode over \(sync.channels[sync.defaultChannelIndex ?? 0].kind) link \(sync.channels[sync.defaultChannelIndex ?? 0].interface) (\(replication.channel.payloadLimit)-byte datagrams)"
+                "replicating in \(replication.modeName) mode over \(replication.channel.config.kind) link\(links.count > 1 ? "s" : "") \(links.joined(separator: ", ")) (\(replication.payloadLimit)-byte datagrams)"
             )
             self.replication = replication
         }
@@ -224,13 +225,14 @@ public final class Daemon {
             var descriptors = [pollfd(fd: signalPipeRead, events: Int16(POLLIN), revents: 0)]
             if let listener { descriptors.append(pollfd(fd: listener.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
             let channelIndex = descriptors.count
-            if let replication { descriptors.append(pollfd(fd: replication.channel.receiveDescriptor, events: Int16(POLLIN), revents: 0)) }
+            for link in replication?.channels ?? [] { descriptors.append(pollfd(fd: link.receiveDescriptor, events: Int16(POLLIN), revents: 0)) }
             let commitIndex = descriptors.count
             if let committer, committer.running { descriptors.append(pollfd(fd: committer.wakeDescriptor, events: Int16(POLLIN), revents: 0)) }
             let controlStart = descriptors.count
             if let control { descriptors += control.pollDescriptors() }
             let deadlines = [
                 resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick, replication?.sweepDue, replication?.alarmDue,
+                replication?.linkCheckDue,
             ]
             .compactMap { $0 }
             let timeout = deadlines.min().map { Int32(clamping: max(0, $0 - now)) } ?? 1000
@@ -241,7 +243,11 @@ public final class Daemon {
             }
             if descriptors[0].revents != 0 { handleSignals() }
             if let listener, descriptors.count > 1, descriptors[1].revents != 0 { readEvents(listener) }
-            if let replication, descriptors[channelIndex].revents != 0 { receiveFromPeer(replication) }
+            if let replication {
+                for index in replication.channels.indices where descriptors[channelIndex + index].revents != 0 {
+                    receiveFromPeer(replication, link: index)
+                }
+            }
             if let committer, commitIndex < controlStart, descriptors[commitIndex].revents != 0 { commitFinished(committer) }
             control?.service(Array(descriptors[controlStart...]), now: monotonicMilliseconds(), handle: handleRequest)
             runTimers()
@@ -304,9 +310,9 @@ public final class Daemon {
         }
     }
 
-    private func receiveFromPeer(_ replication: Replication) {
+    private func receiveFromPeer(_ replication: Replication, link: Int) {
         let now = monotonicMilliseconds()
-        for action in replication.receive(now: now, limit: max(1, config.general.eventIterationLimit)) {
+        for action in replication.receive(from: link, now: now, limit: max(1, config.general.eventIterationLimit)) {
             switch action {
             case .bulkRequested:
                 log.notice("resync requested by the peer: sending \(cache.count) flows")
@@ -356,6 +362,7 @@ public final class Daemon {
             nextPoll = now + Int64(config.general.pollSeconds) * 1000
         }
         if let replication, now >= replication.engine.nextTick { replication.engine.tick(now: now) }
+        if let replication, let due = replication.linkCheckDue, now >= due { replication.checkLinks(now: now) }
         if let replication, let due = replication.alarmDue, now >= due {
             let expired = replication.alarmTick(now: now, cache: cache)
             if expired > 0 { log.notice("\(expired) flows of the peer not refreshed for CacheTimeout: removed from the external cache") }
@@ -575,8 +582,11 @@ public final class Daemon {
             return StatsReport.queues()
         case .link:
             guard let replication else { return "" }
-            let c = replication.channel
-            return StatsReport.channel(c.counters, device: c.config.interface, kind: c.config.kind, link: true)
+            return replication.channels.enumerated().map { index, c in
+                StatsReport.channel(
+                    c.counters, device: c.config.interface, kind: c.config.kind, link: true,
+                    status: Replication.status(c.config.interface), active: index == replication.current)
+            }.joined()
         case .process, .expect:
             return ""
         }

@@ -93,9 +93,14 @@ enum StatsReport {
             + "sequence tracking statistics:\n\trecv:\n\t\tPackets lost:\t\t\(pad(lost, 20))\n\t\tPackets before:\t\t\(pad(before, 20))\n\n"
     }
 
-    static func channel(_ c: ChannelCounters, device: String, kind: ChannelKind, link: Bool = false) -> String {
+    static func channel(
+        _ c: ChannelCounters, device: String, kind: ChannelKind, link: Bool = false, status: String = "RUNNING", active: Bool = true
+    ) -> String {
         let name = kind == .multicast ? "Multicast" : kind == .tcp ? "TCP" : "UDP"
-        let head = link ? "\(name) traffic device=\(device) status=RUNNING role=ACTIVE:\n" : "\(name) traffic (active device=\(device)):\n"
+        let head =
+            link
+            ? "\(name) traffic device=\(device) status=\(status) role=\(active ? "ACTIVE" : "BACKUP"):\n"
+            : "\(name) traffic (active device=\(device)):\n"
         return head
             + "\(pad(c.bytesSent, 20)) Bytes sent \(pad(c.bytesReceived, 20)) Bytes recv\n"
             + "\(pad(c.datagramsSent, 20)) Pckts sent \(pad(c.datagramsReceived, 20)) Pckts recv\n"

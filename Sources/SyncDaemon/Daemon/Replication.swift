@@ -8,11 +8,23 @@ import SyncProtocol
     import Glibc
 #endif
 
-/// Replication for the daemon: the FTFW engine, the channel to the peer and the external
-/// cache. Owned and driven by the daemon's loop (no thread of its own).
+/// Replication for the daemon: the FTFW engine, the dedicated links to the peer and the
+/// external cache. Owned and driven by the daemon's loop (no thread of its own).
+///
+/// Up to four links (conntrackd's `MULTICHANNEL_MAX`): every one is listened on, the current
+/// one sends. The current link changes when it goes down (flags checked each second and on a
+/// send error: the next link that is up and running takes over) and when the peer's messages
+/// arrive on another link (the peer's choice is followed, as conntrackd does). FTFW repairs
+/// what was lost on the way: the engine is per peer, not per link.
 final class Replication {
     var engine: FTFWEngine
-    let channel: DatagramChannel
+    let channels: [DatagramChannel]
+    private(set) var current: Int
+    /// The link that sends now.
+    var channel: DatagramChannel { channels[current] }
+    private let log: Logger
+    private var nextLinkCheck: Int64 = 0
+    private var noLinkLogged = false
     var external: FlowCache
     let options: EncodeOptions
     let modeName: String
@@ -35,17 +47,20 @@ final class Replication {
             alarm = options
         }
         guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP or Multicast link") }
-        let chosen = config.channels[config.defaultChannelIndex ?? 0]
-        if chosen.kind == .tcp { throw DaemonError.startup("the TCP channel is not supported yet: use UDP or Multicast") }
-        if config.channels.count > 1 {
-            log.notice(
-                "\(config.channels.count) links configured: ctsync uses the default one (\(chosen.interface)); link failover is not acted on yet")
+        if config.channels.contains(where: { $0.kind == .tcp }) {
+            throw DaemonError.startup("the TCP channel is not supported yet: use UDP or Multicast")
         }
-        do {
-            channel = try DatagramChannel(chosen)
-        } catch {
-            throw DaemonError.startup("sync link: \(error)")
+        var opened: [DatagramChannel] = []
+        for link in config.channels {
+            do {
+                opened.append(try DatagramChannel(link))
+            } catch {
+                throw DaemonError.startup("sync link \(link.interface): \(error)")
+            }
         }
+        channels = opened
+        current = min(config.defaultChannelIndex ?? 0, opened.count - 1)
+        self.log = log
         var reliable = true
         if case .notrack = config.mode { reliable = false }
         if alarm != nil { reliable = false }
@@ -58,6 +73,9 @@ final class Replication {
         modeName = config.mode.name
     }
 
+    /// The smallest payload of all links, so a datagram fits whichever link carries it.
+    var payloadLimit: Int { channels.map(\.payloadLimit).min() ?? 1472 }
+
     /// Sends everything the engine has queued, packed into datagrams of at most the link's payload size.
     func flush(now: Int64, cache: FlowCache) {
         let messages = engine.transmit(now: now) { cache[$0]?.flow }
@@ -67,13 +85,13 @@ final class Replication {
         for message in messages {
             encoded.removeAll(keepingCapacity: true)
             SyncWire.encode(message, into: &encoded, options: options)
-            if !datagram.isEmpty && datagram.count + encoded.count > channel.payloadLimit {
-                datagram.withUnsafeBytes { channel.send($0) }
+            if !datagram.isEmpty && datagram.count + encoded.count > payloadLimit {
+                datagram.withUnsafeBytes { send($0) }
                 datagram.removeAll(keepingCapacity: true)
             }
             datagram += encoded
         }
-        if !datagram.isEmpty { datagram.withUnsafeBytes { channel.send($0) } }
+        if !datagram.isEmpty { datagram.withUnsafeBytes { send($0) } }
     }
 
     /// The peer restarted: every flow we hold for it is suspect until it announces it again
@@ -135,10 +153,78 @@ final class Replication {
         return expired.count
     }
 
-    /// Reads what arrived and applies it; returns the actions the daemon must take itself.
-    func receive(now: Int64, limit: Int) -> [FTFWAction] {
+    // MARK: - Links
+
+    /// A link's state in conntrackd's `-s link` words: DOWN (administratively), NO-CARRIER
+    /// (up, but no carrier or lower layer down: a veth whose peer is down), RUNNING. Read from
+    /// sysfs, which `ip netns exec` mounts for the daemon's namespace (its `flags` file holds
+    /// IFF_UP but never IFF_RUNNING, hence `operstate`).
+    static func status(_ interface: String) -> String {
+        func read(_ file: String) -> String? {
+            (try? String(contentsOfFile: "/sys/class/net/\(interface)/\(file)", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard let text = read("flags"), let flags = Int(text.dropFirst(2), radix: 16), flags & Int(IFF_UP) != 0 else { return "DOWN" }
+        let state = read("operstate") ?? "unknown"
+        return state == "up" || state == "unknown" ? "RUNNING" : "NO-CARRIER"
+    }
+
+    /// Whether a link can carry traffic now.
+    static func isRunning(_ interface: String) -> Bool { status(interface) == "RUNNING" }
+
+    /// When `checkLinks` next runs (only with several links).
+    var linkCheckDue: Int64? { channels.count > 1 ? nextLinkCheck : nil }
+
+    /// With several links: if the current one is down, the next one that runs takes over.
+    func checkLinks(now: Int64) {
+        guard channels.count > 1 else { return }
+        nextLinkCheck = now + 1000
+        if Self.isRunning(channel.config.interface) {
+            noLinkLogged = false
+            return
+        }
+        for step in 1..<channels.count {
+            let candidate = (current + step) % channels.count
+            if Self.isRunning(channels[candidate].config.interface) {
+                switchLink(to: candidate, reason: "\(channel.config.interface) is down")
+                return
+            }
+        }
+        if !noLinkLogged {
+            log.warning("no dedicated link available: every sync link is down")
+            noLinkLogged = true
+        }
+    }
+
+    private func switchLink(to index: Int, reason: String) {
+        guard index != current else { return }
+        current = index
+        log.notice("device \(channel.config.interface) becomes the dedicated link (\(reason))")
+    }
+
+    /// Reads what arrived on link `index` and applies it; returns the actions the daemon must
+    /// take itself. Valid messages on another link than the current one make it current.
+    func receive(from index: Int, now: Int64, limit: Int) -> [FTFWAction] {
+        let before = engine.counters.received
+        let actions = receive(channels[index], now: now, limit: limit)
+        if index != current && engine.counters.received > before {
+            switchLink(to: index, reason: "the peer sends on it")
+        }
+        return actions
+    }
+
+    /// Sends a datagram on the current link; a failure that says the link is gone triggers
+    /// the switch at once, and the datagram goes out on the new link.
+    private func send(_ bytes: UnsafeRawBufferPointer) {
+        if channel.send(bytes) || channels.count == 1 { return }
+        let failed = current
+        checkLinks(now: monotonicMilliseconds())
+        if current != failed { _ = channel.send(bytes) }
+    }
+
+    private func receive(_ link: DatagramChannel, now: Int64, limit: Int) -> [FTFWAction] {
         var own: [FTFWAction] = []
-        channel.receive(limit: limit) { bytes in
+        link.receive(limit: limit) { bytes in
             // conntrackd's receive loop: a framing error ends the datagram; a message whose
             // payload is rejected is skipped, but its sequence number still counts (so it is
             // acknowledged, not asked for again and again).
