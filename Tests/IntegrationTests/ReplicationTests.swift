@@ -26,14 +26,14 @@ struct SyncPair {
     let linkName: String
 
     /// The Sync section of one side (FTFW over UDP unicast).
-    func syncSection(local: String, peer: String, interface: String, extra: String = "", mode: String = "FTFW") -> String {
+    func syncSection(local: String, peer: String, interface: String, extra: String = "", mode: String = "FTFW", transport: String = "UDP") -> String {
         """
         Sync {
             Mode \(mode) {
                 \(mode == "FTFW" ? "ResendQueueSize 262144" : "")
                 \(extra)
             }
-            UDP {
+            \(transport) {
                 IPv4_address \(local)
                 IPv4_Destination_Address \(peer)
                 Port \(Self.port)
@@ -65,11 +65,11 @@ struct SyncPair {
         """
     }
 
-    func daemons(extra: String = "", multicast: Bool = false, mode: String = "FTFW") throws -> (TestDaemon, TestDaemon) {
+    func daemons(extra: String = "", multicast: Bool = false, mode: String = "FTFW", transport: String = "UDP") throws -> (TestDaemon, TestDaemon) {
         let sections = [("198.18.254.1", "198.18.254.2", "\(linkName)a"), ("198.18.254.2", "198.18.254.1", "\(linkName)b")].map {
             multicast
                 ? multicastSection(local: $0.0, interface: $0.2)
-                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra, mode: mode)
+                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra, mode: mode, transport: transport)
         }
         let da = try TestDaemon(a) { TestDaemon.config(directory: $0, extra: sections[0]) }
         let db = try TestDaemon(b) { TestDaemon.config(directory: $0, extra: sections[1]) }
@@ -212,6 +212,43 @@ extension TestDaemon {
         #expect(after.contains("device=\(second)a status=RUNNING role=ACTIVE"), "\(after)")
         // b followed: its answers go over the second link too.
         #expect(try eventually(within: 5) { try db.ctsyncd(["-s", "link"]).stdout.contains("device=\(second)b status=RUNNING role=ACTIVE") })
+    }
+
+    /// The TCP link: one connection per direction; b's restart breaks them, a reconnects and
+    /// b gets everything again.
+    @Test func tcpLinkReplicatesAndReconnects() throws {
+        let pair = try SyncPair("tcp")
+        defer { pair.remove() }
+        var (da, db) = try pair.daemons(transport: "TCP")
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let flows = burst(700)
+        try pair.a.table { _ = try $0.write(Array(flows[0..<500]), operation: .create) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 500 })
+        try pair.a.table { _ = try $0.write(Array(flows[0..<100]), operation: .delete) }
+        #expect(try eventually(within: 10) { try db.externalCount() == 400 })
+        db.stop()
+        try pair.a.table { _ = try $0.write(Array(flows[500...]), operation: .create) }
+        db = try TestDaemon(pair.b) {
+            TestDaemon.config(
+                directory: $0, extra: pair.syncSection(local: "198.18.254.2", peer: "198.18.254.1", interface: "\(pair.linkName)b", transport: "TCP"))
+        }
+        try db.start()
+        #expect(try eventually(within: 15) { try Set(db.externalCache().map(\.key)) == Set(flows[100...].map(\.key)) })
+        let link = try da.ctsyncd(["-s", "link"]).stdout
+        #expect(link.contains("TCP traffic device=\(pair.linkName)a status=RUNNING role=ACTIVE"), "\(link)")
+        // A burst larger than the socket buffers: sends wait (and the oldest give way beyond
+        // ErrorQueueLength, repaired by FTFW); the mirror ends exact, then empty after a flush.
+        let big = burst(30_000, base: 0xC612_4000)
+        try pair.a.table { _ = try $0.write(big, operation: .create) }
+        let want = Set((Array(flows[100...]) + big).map(\.key))
+        #expect(try eventually(within: 30) { try Set(db.externalCache().map(\.key)) == want })
+        try pair.a.table { try $0.flush() }
+        #expect(try eventually(within: 30) { try db.externalCount() == 0 })
     }
 
     /// ALARM: soft state. Every flow is sent again within RefreshTime; the peer drops what is
@@ -442,12 +479,12 @@ struct ConntrackdInteropTests {
         #expect(network.contains("Malformed messages:\t                   0"), "\(network)")
     }
 
-    /// FTFW over UDP and multicast, and NOTRACK over UDP (best effort: no loss on a veth).
-    @Test(arguments: [(false, "FTFW"), (true, "FTFW"), (false, "NOTRACK")])
-    func ctsyncdAndConntrackdReplicateBothWays(multicast: Bool, mode: String) throws {
-        let pair = try SyncPair(multicast ? "iom" : mode == "FTFW" ? "iou" : "ion")
+    /// FTFW over UDP, multicast and TCP, and NOTRACK over UDP (best effort: no loss on a veth).
+    @Test(arguments: [(false, "FTFW", "UDP"), (true, "FTFW", "UDP"), (false, "NOTRACK", "UDP"), (false, "FTFW", "TCP")])
+    func ctsyncdAndConntrackdReplicateBothWays(multicast: Bool, mode: String, transport: String) throws {
+        let pair = try SyncPair(multicast ? "iom" : transport == "TCP" ? "iot" : mode == "FTFW" ? "iou" : "ion")
         defer { pair.remove() }
-        let (da, dbConfigOnly) = try pair.daemons(multicast: multicast, mode: mode)
+        let (da, dbConfigOnly) = try pair.daemons(multicast: multicast, mode: mode, transport: transport)
         defer { da.stop() }
         // b runs conntrackd on the configuration ctsyncd would have used (same grammar).
         let conntrackd = Process()

@@ -225,14 +225,20 @@ public final class Daemon {
             var descriptors = [pollfd(fd: signalPipeRead, events: Int16(POLLIN), revents: 0)]
             if let listener { descriptors.append(pollfd(fd: listener.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
             let channelIndex = descriptors.count
-            for link in replication?.channels ?? [] { descriptors.append(pollfd(fd: link.receiveDescriptor, events: Int16(POLLIN), revents: 0)) }
+            var linkOwners: [Int] = []
+            for (index, link) in (replication?.channels ?? []).enumerated() {
+                for descriptor in link.pollDescriptors() {
+                    descriptors.append(descriptor)
+                    linkOwners.append(index)
+                }
+            }
             let commitIndex = descriptors.count
             if let committer, committer.running { descriptors.append(pollfd(fd: committer.wakeDescriptor, events: Int16(POLLIN), revents: 0)) }
             let controlStart = descriptors.count
             if let control { descriptors += control.pollDescriptors() }
             let deadlines = [
                 resyncDue, nextPoll, nextWatchdog, control?.nextDeadline, replication?.engine.nextTick, replication?.sweepDue, replication?.alarmDue,
-                replication?.linkCheckDue,
+                replication?.linkCheckDue, replication?.linkDeadline,
             ]
             .compactMap { $0 }
             let timeout = deadlines.min().map { Int32(clamping: max(0, $0 - now)) } ?? 1000
@@ -244,8 +250,8 @@ public final class Daemon {
             if descriptors[0].revents != 0 { handleSignals() }
             if let listener, descriptors.count > 1, descriptors[1].revents != 0 { readEvents(listener) }
             if let replication {
-                for index in replication.channels.indices where descriptors[channelIndex + index].revents != 0 {
-                    receiveFromPeer(replication, link: index)
+                for (offset, owner) in linkOwners.enumerated() where descriptors[channelIndex + offset].revents != 0 {
+                    receiveFromPeer(replication, link: owner, ready: descriptors[channelIndex + offset])
                 }
             }
             if let committer, commitIndex < controlStart, descriptors[commitIndex].revents != 0 { commitFinished(committer) }
@@ -310,9 +316,9 @@ public final class Daemon {
         }
     }
 
-    private func receiveFromPeer(_ replication: Replication, link: Int) {
+    private func receiveFromPeer(_ replication: Replication, link: Int, ready: pollfd) {
         let now = monotonicMilliseconds()
-        for action in replication.receive(from: link, now: now, limit: max(1, config.general.eventIterationLimit)) {
+        for action in replication.receive(from: link, ready: ready, now: now, limit: max(1, config.general.eventIterationLimit)) {
             switch action {
             case .bulkRequested:
                 log.notice("resync requested by the peer: sending \(cache.count) flows")
@@ -363,6 +369,7 @@ public final class Daemon {
         }
         if let replication, now >= replication.engine.nextTick { replication.engine.tick(now: now) }
         if let replication, let due = replication.linkCheckDue, now >= due { replication.checkLinks(now: now) }
+        if let replication, let due = replication.linkDeadline, now >= due { replication.tickLinks(now: now) }
         if let replication, let due = replication.alarmDue, now >= due {
             let expired = replication.alarmTick(now: now, cache: cache)
             if expired > 0 { log.notice("\(expired) flows of the peer not refreshed for CacheTimeout: removed from the external cache") }

@@ -18,10 +18,10 @@ import SyncProtocol
 /// what was lost on the way: the engine is per peer, not per link.
 final class Replication {
     var engine: FTFWEngine
-    let channels: [DatagramChannel]
+    let channels: [any SyncLink]
     private(set) var current: Int
     /// The link that sends now.
-    var channel: DatagramChannel { channels[current] }
+    var channel: any SyncLink { channels[current] }
     private let log: Logger
     private var nextLinkCheck: Int64 = 0
     private var noLinkLogged = false
@@ -46,14 +46,15 @@ final class Replication {
             ftfw = FTFWOptions()  // same numbering, no reliability, no ALIVE
             alarm = options
         }
-        guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP or Multicast link") }
-        if config.channels.contains(where: { $0.kind == .tcp }) {
-            throw DaemonError.startup("the TCP channel is not supported yet: use UDP or Multicast")
-        }
-        var opened: [DatagramChannel] = []
+        guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP, Multicast or TCP link") }
+        var opened: [any SyncLink] = []
         for link in config.channels {
             do {
-                opened.append(try DatagramChannel(link))
+                if link.kind == .tcp {
+                    opened.append(try StreamChannel(link, errorQueueLength: config.errorQueueLength))
+                } else {
+                    opened.append(try DatagramChannel(link))
+                }
             } catch {
                 throw DaemonError.startup("sync link \(link.interface): \(error)")
             }
@@ -204,9 +205,9 @@ final class Replication {
 
     /// Reads what arrived on link `index` and applies it; returns the actions the daemon must
     /// take itself. Valid messages on another link than the current one make it current.
-    func receive(from index: Int, now: Int64, limit: Int) -> [FTFWAction] {
+    func receive(from index: Int, ready: pollfd, now: Int64, limit: Int) -> [FTFWAction] {
         let before = engine.counters.received
-        let actions = receive(channels[index], now: now, limit: limit)
+        let actions = receive(channels[index], ready: ready, now: now, limit: limit)
         if index != current && engine.counters.received > before {
             switchLink(to: index, reason: "the peer sends on it")
         }
@@ -222,9 +223,16 @@ final class Replication {
         if current != failed { _ = channel.send(bytes) }
     }
 
-    private func receive(_ link: DatagramChannel, now: Int64, limit: Int) -> [FTFWAction] {
+    /// The earliest time a link wants its `tick` (a TCP reconnection).
+    var linkDeadline: Int64? { channels.compactMap(\.nextDeadline).min() }
+
+    func tickLinks(now: Int64) {
+        for link in channels { link.tick(now: now) }
+    }
+
+    private func receive(_ link: any SyncLink, ready: pollfd, now: Int64, limit: Int) -> [FTFWAction] {
         var own: [FTFWAction] = []
-        link.receive(limit: limit) { bytes in
+        link.handle(ready, now: now, limit: limit) { bytes in
             // conntrackd's receive loop: a framing error ends the datagram; a message whose
             // payload is rejected is skipped, but its sequence number still counts (so it is
             // acknowledged, not asked for again and again).

@@ -1,0 +1,299 @@
+import Conntrack
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A dedicated link to the peer, as the daemon's loop drives it.
+protocol SyncLink: AnyObject {
+    var config: ChannelConfig { get }
+    var counters: ChannelCounters { get }
+    /// The largest payload one send may carry.
+    var payloadLimit: Int { get }
+    /// What to poll now (descriptors change as a stream link connects and reconnects).
+    func pollDescriptors() -> [pollfd]
+    /// Handles one polled descriptor; hands every complete run of messages received to `body`.
+    func handle(_ result: pollfd, now: Int64, limit: Int, _ body: (UnsafeRawBufferPointer) -> Void)
+    /// Sends whole messages; false when the link itself looks gone (for a link switch).
+    @discardableResult func send(_ bytes: UnsafeRawBufferPointer) -> Bool
+    /// When `tick` has work (a reconnection), if ever.
+    var nextDeadline: Int64? { get }
+    func tick(now: Int64)
+}
+
+extension DatagramChannel: SyncLink {
+    func pollDescriptors() -> [pollfd] { [pollfd(fd: receiveDescriptor, events: Int16(POLLIN), revents: 0)] }
+    func handle(_ result: pollfd, now: Int64, limit: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        receive(limit: limit, body)
+    }
+    var nextDeadline: Int64? { nil }
+    func tick(now: Int64) {}
+}
+
+/// conntrackd's TCP link: each side listens on its own address and port and connects to the
+/// peer's, so there are two connections, one per direction; the stream carries the same
+/// messages as a datagram, back to back (each header says its length).
+///
+/// Where conntrackd loses data or the stream's framing, ctsync does not: a partial write keeps
+/// its remainder for the next write (conntrackd drops it and desynchronises the stream); what
+/// cannot be written while the peer is away waits in a queue of `ErrorQueueLength` sends (the
+/// oldest give way when it is full; FTFW then repairs by NACK); a connection that breaks in the
+/// middle of a message drops that message rather than sending its tail on the next
+/// connection; an incoming length that cannot be a message closes the connection (the peer
+/// reconnects) instead of reading garbage until then.
+final class StreamChannel: SyncLink {
+    let config: ChannelConfig
+    private(set) var counters = ChannelCounters()
+    let payloadLimit: Int
+    private let listenDescriptor: Int32
+    private var inbound: Int32 = -1
+    private var outbound: Int32 = -1
+    private var connecting = false
+    private var nextConnect: Int64 = 0
+    private let local: IPAddress
+    private let peer: IPAddress
+    private let port: UInt16
+    private let scope: UInt32
+    private let sendBuffer: Int?
+    private let receiveBuffer: Int?
+    /// Sends waiting for the connection, whole; the first may be partly written already.
+    private var pending: [[UInt8]] = []
+    private var pendingOffset = 0
+    private let pendingLimit: Int
+    private var input: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 65536)
+    /// Connections dropped because the incoming stream could not be framed.
+    private(set) var framingErrors = 0
+    static let reconnectMilliseconds: Int64 = 1000
+    static let headerSize = 8
+
+    init(_ config: ChannelConfig, errorQueueLength: Int) throws(DatagramChannel.Failure) {
+        guard case .tcp(let c) = config else { throw .setup("TCP link", errno: EINVAL) }
+        self.config = config
+        local = c.localAddress
+        peer = c.destination
+        port = c.port
+        sendBuffer = c.sendBufferSize
+        receiveBuffer = c.receiveBufferSize
+        scope = c.interface.isEmpty ? 0 : if_nametoindex(c.interface)
+        pendingLimit = max(1, errorQueueLength)
+        let mtu = DatagramChannel.mtu(of: c.interface) ?? 1500
+        payloadLimit = max(576, mtu) - (local.family == .ipv4 ? 40 : 60)
+        let fd = socket(
+            local.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+            0)
+        guard fd >= 0 else { throw .setup("socket", errno: errno) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let size = c.receiveBufferSize { Self.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
+        var address = DatagramChannel.socketAddress(local, port: port, scope: scope)
+        let bound = withUnsafePointer(to: &address.0) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.1) }
+        }
+        guard bound == 0, listen(fd, 1) == 0 else {
+            let e = errno
+            close(fd)
+            throw .setup("listening on \(local) port \(port)", errno: e)
+        }
+        listenDescriptor = fd
+    }
+
+    deinit {
+        close(listenDescriptor)
+        if inbound >= 0 { close(inbound) }
+        if outbound >= 0 { close(outbound) }
+    }
+
+    private static func setBuffer(_ fd: Int32, _ force: Int32, _ plain: Int32, _ size: Int) {
+        var value = Int32(clamping: size)
+        if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            setsockopt(fd, SOL_SOCKET, plain, &value, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    /// Whether our connection to the peer is up.
+    var isConnected: Bool { outbound >= 0 && !connecting }
+
+    func pollDescriptors() -> [pollfd] {
+        var out = [pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0)]
+        if inbound >= 0 { out.append(pollfd(fd: inbound, events: Int16(POLLIN), revents: 0)) }
+        if outbound >= 0 {
+            // Readable only to notice the peer closing; writable while connecting or behind.
+            let events = Int32(POLLIN) | (connecting || !pending.isEmpty ? Int32(POLLOUT) : 0)
+            out.append(pollfd(fd: outbound, events: Int16(events), revents: 0))
+        }
+        return out
+    }
+
+    var nextDeadline: Int64? { outbound < 0 && !pending.isEmpty ? nextConnect : nil }
+
+    func tick(now: Int64) {
+        if outbound < 0 && now >= nextConnect { connect(now: now) }
+    }
+
+    func handle(_ result: pollfd, now: Int64, limit: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        if result.fd == listenDescriptor {
+            acceptPeer()
+        } else if result.fd == inbound {
+            read(body)
+        } else if result.fd == outbound {
+            if connecting {
+                var error: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(outbound, SOL_SOCKET, SO_ERROR, &error, &length)
+                if error != 0 {
+                    disconnect(now: now)
+                    return
+                }
+                connecting = false
+            }
+            if result.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                // The peer never sends on this connection: readable means closed or broken.
+                var sink = [UInt8](repeating: 0, count: 512)
+                let n = sink.withUnsafeMutableBytes { recv(outbound, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
+                    disconnect(now: now)
+                    return
+                }
+            }
+            flushPending(now: now)
+        }
+    }
+
+    private func acceptPeer() {
+        while true {
+            let fd = accept(listenDescriptor, nil, nil)
+            if fd < 0 { return }
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            // A new connection from the peer replaces the old one (it restarted or reconnected).
+            if inbound >= 0 { close(inbound) }
+            inbound = fd
+            input.removeAll(keepingCapacity: true)
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+            if let size = receiveBuffer { Self.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
+        }
+    }
+
+    private func read(_ body: (UnsafeRawBufferPointer) -> Void) {
+        while inbound >= 0 {
+            let n = chunk.withUnsafeMutableBytes { recv(inbound, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 {
+                if errno != EAGAIN && errno != EINTR {
+                    counters.receiveErrors += 1
+                    dropInbound()
+                }
+                return
+            }
+            if n == 0 {
+                dropInbound()
+                return
+            }
+            counters.bytesReceived += UInt64(n)
+            input.append(contentsOf: chunk[0..<n])
+            // Whole messages only: each header gives its length (bytes 2-3, big-endian).
+            var end = 0
+            while input.count - end >= Self.headerSize {
+                let length = Int(input[end + 2]) << 8 | Int(input[end + 3])
+                guard length >= Self.headerSize else {
+                    framingErrors += 1
+                    counters.receiveErrors += 1
+                    dropInbound()
+                    return
+                }
+                if input.count - end < length { break }
+                end += length
+            }
+            if end > 0 {
+                counters.datagramsReceived += 1
+                input.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[0..<end])) }
+                input.removeFirst(end)
+            }
+        }
+    }
+
+    private func dropInbound() {
+        close(inbound)
+        inbound = -1
+        input.removeAll(keepingCapacity: true)
+    }
+
+    func send(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if pending.count >= pendingLimit {
+            // Full while the peer is away: the oldest whole send gives way (FTFW repairs).
+            if pendingOffset > 0 && pending.count > 1 {
+                pending.remove(at: 1)
+            } else {
+                pending.removeFirst()
+                pendingOffset = 0
+            }
+            counters.sendErrors += 1
+        }
+        pending.append(Array(bytes))
+        let now = monotonicMilliseconds()
+        if outbound < 0 {
+            if now >= nextConnect { connect(now: now) }
+            return true
+        }
+        flushPending(now: now)
+        return true
+    }
+
+    private func flushPending(now: Int64) {
+        guard outbound >= 0, !connecting else { return }
+        while let first = pending.first {
+            let n = first[pendingOffset...].withUnsafeBytes { Glibc.send(outbound, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR { return }
+                counters.sendErrors += 1
+                disconnect(now: now)
+                return
+            }
+            counters.bytesSent += UInt64(n)
+            pendingOffset += n
+            if pendingOffset < first.count { return }
+            counters.datagramsSent += 1
+            pending.removeFirst()
+            pendingOffset = 0
+        }
+    }
+
+    private func connect(now: Int64) {
+        nextConnect = now + Self.reconnectMilliseconds
+        let fd = socket(
+            peer.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+            0)
+        guard fd >= 0 else { return }
+        if let size = sendBuffer { Self.setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, size) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+        // From the dedicated link's address, as the peer expects.
+        var source = DatagramChannel.socketAddress(local, port: 0, scope: scope)
+        _ = withUnsafePointer(to: &source.0) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, source.1) } }
+        var target = DatagramChannel.socketAddress(peer, port: port, scope: scope)
+        let started = withUnsafePointer(to: &target.0) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, target.1) }
+        }
+        if started != 0 && errno != EINPROGRESS {
+            close(fd)
+            return
+        }
+        outbound = fd
+        connecting = started != 0
+        // A message cut by the last connection's end is not continued on this one.
+        if pendingOffset > 0 {
+            pending.removeFirst()
+            pendingOffset = 0
+        }
+        if !connecting { flushPending(now: now) }
+    }
+
+    private func disconnect(now: Int64) {
+        if outbound >= 0 { close(outbound) }
+        outbound = -1
+        connecting = false
+        nextConnect = max(nextConnect, now + Self.reconnectMilliseconds)
+    }
+}
