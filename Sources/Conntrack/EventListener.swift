@@ -116,6 +116,12 @@ public final class EventListener {
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) for events and returns a batch of at
     /// most `limit`; empty on timeout.
+    /// Events caused by a socket with this port are skipped (a daemon injecting the peer's
+    /// flows does not replicate them back). 0: none.
+    public var ignoredPort: UInt32 = 0
+    /// Events skipped because of `ignoredPort`.
+    public private(set) var ignoredEvents = 0
+
     public func next(timeoutMilliseconds: Int32, limit: Int = 4096) throws -> [FlowEvent] {
         guard socket.waitReadable(milliseconds: timeoutMilliseconds) else { return [] }
         var events: [FlowEvent] = []
@@ -133,11 +139,20 @@ public final class EventListener {
                 continue
             }
             if n == 0 { break }
-            for message in try NetlinkMessage.split(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n), operation: "events") {
-                if let event = Self.event(from: message) { events.append(event) }
-            }
+            let messages = try NetlinkMessage.split(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n), operation: "events")
+            collect(messages, into: &events)
         }
         return events
+    }
+
+    private func collect(_ messages: [NetlinkMessage], into events: inout [FlowEvent]) {
+        for message in messages {
+            if ignoredPort != 0 && message.portID == ignoredPort {
+                ignoredEvents += 1
+            } else if let event = Self.event(from: message) {
+                events.append(event)
+            }
+        }
     }
 
     static func event(from message: NetlinkMessage) -> FlowEvent? {

@@ -54,6 +54,10 @@ public final class KernelTable {
     /// Default number of messages per `sendmsg`.
     public static let defaultBatchSize = 256
 
+    /// The netlink port of this table's socket: the kernel's events for changes made through
+    /// it carry this port (so a listener can tell them from others).
+    public var portID: UInt32 { transport.portID }
+
     /// Opens a socket in the current network namespace.
     public convenience init(receiveBufferSize: Int = 8 << 20) throws(KernelError) {
         let socket = try MnlSocket(receiveBufferSize: receiveBufferSize, sendBufferSize: 8 << 20)

@@ -129,6 +129,8 @@ struct NetlinkMessage {
     let type: UInt16
     let flags: UInt16
     let sequence: UInt32
+    /// For an event: the port of the socket whose request caused it (0: the kernel itself).
+    var portID: UInt32 { bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self) }
     /// The whole message, header included.
     let bytes: UnsafeRawBufferPointer
 

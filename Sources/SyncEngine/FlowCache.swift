@@ -18,6 +18,12 @@ public struct CacheEntry: Sendable, Equatable {
     public var flow: Flow
     public var since: Int64
     public var lastUpdate: Int64
+
+    public init(flow: Flow, since: Int64, lastUpdate: Int64) {
+        self.flow = flow
+        self.since = since
+        self.lastUpdate = lastUpdate
+    }
 }
 
 /// What a change to the cache did, for the caller to act on (log, replicate).

@@ -251,6 +251,42 @@ extension TestDaemon {
         #expect(try eventually(within: 30) { try db.externalCount() == 0 })
     }
 
+    /// DisableExternalCache on b: a's flows go straight into b's kernel table (and leave it),
+    /// and b does not replicate them back as its own.
+    @Test func disabledExternalCacheInjectsIntoTheKernel() throws {
+        let pair = try SyncPair("inj")
+        defer { pair.remove() }
+        let da = try TestDaemon(pair.a) {
+            TestDaemon.config(directory: $0, extra: pair.syncSection(local: "198.18.254.1", peer: "198.18.254.2", interface: "\(pair.linkName)a"))
+        }
+        let db = try TestDaemon(pair.b) {
+            TestDaemon.config(
+                directory: $0,
+                extra: pair.syncSection(
+                    local: "198.18.254.2", peer: "198.18.254.1", interface: "\(pair.linkName)b", extra: "DisableExternalCache on"))
+        }
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let flows = burst(300)
+        let keys = Set(flows.map(\.key))
+        try pair.a.table { _ = try $0.write(flows, operation: .create) }
+        #expect(try eventually(within: 10) { try keys.isSubset(of: Set(pair.b.table { try $0.dump() }.map(\.key))) })
+        try pair.a.table { _ = try $0.write(Array(flows[0..<100]), operation: .delete) }
+        let left = Set(flows[100...].map(\.key))
+        #expect(try eventually(within: 10) { try Set(pair.b.table { try $0.dump() }.map(\.key)).intersection(keys) == left })
+        // Not b's own: not in its internal cache, not sent back to a.
+        #expect(try db.internalCache().filter { keys.contains($0.key) }.isEmpty)
+        #expect(try da.externalCount() == 0)
+        let stats = try db.ctsyncd(["-s"]).stdout
+        #expect(stats.contains("external inject:\nconnections created:\t\t         300"), "\(stats)")
+        let commit = try db.ctsyncd(["-c"])
+        #expect(commit.status == 0 && commit.stdout.contains("committed 0 flows"), "\(commit.stdout) \(commit.stderr)")
+    }
+
     /// ALARM: soft state. Every flow is sent again within RefreshTime; the peer drops what is
     /// not refreshed for CacheTimeout (here: after a's daemon stops).
     @Test func alarmPairRefreshesAndExpires() throws {

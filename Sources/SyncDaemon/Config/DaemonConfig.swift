@@ -90,6 +90,7 @@ public struct DaemonConfig: Sendable, Equatable {
             "Sync.Mode NOTRACK", "Sync.Mode NOTRACK.StartupResync", "Sync.Mode NOTRACK.CommitTimeout",
             "Sync.Mode ALARM", "Sync.Mode ALARM.RefreshTime", "Sync.Mode ALARM.CacheTimeout", "Sync.Mode ALARM.CommitTimeout",
             "Sync.RefreshTime", "Sync.CacheTimeout",
+            "Sync.Mode FTFW.DisableExternalCache", "Sync.Mode NOTRACK.DisableExternalCache",
         ])
         for option in [
             "IPv4_address", "IPv6_address", "IPv4_Destination_Address", "IPv6_Destination_Address", "Port", "Interface",

@@ -30,6 +30,8 @@ public final class Daemon {
     private var cache: FlowCache
     private var replication: Replication?
     private var committer: Committer?
+    /// `DisableExternalCache on`: writes the peer's flows into the kernel as they arrive.
+    private var injector: KernelTable?
     /// The event groups were left for a commit; joined again (and the table re-read) after it.
     private var eventsSuspended = false
     private var nextToken = 0
@@ -180,6 +182,13 @@ public final class Daemon {
                 "replicating in \(replication.modeName) mode over \(replication.channel.config.kind) link\(links.count > 1 ? "s" : "") \(links.joined(separator: ", ")) (\(replication.payloadLimit)-byte datagrams)"
             )
             self.replication = replication
+            if replication.injecting {
+                let injector = try KernelTable()
+                // The kernel's events for what we inject carry the injector's port: not ours to replicate.
+                listener?.ignoredPort = injector.portID
+                self.injector = injector
+                log.notice("DisableExternalCache on: the peer's flows are written into the kernel table as they arrive")
+            }
         }
         if let interval = notifier.watchdogIntervalMilliseconds { nextWatchdog = monotonicMilliseconds() + interval }
         if general.systemd { notifier.notify("READY=1\nSTATUS=tracking \(cache.count) flows") }
@@ -318,6 +327,7 @@ public final class Daemon {
 
     private func receiveFromPeer(_ replication: Replication, link: Int, ready: pollfd) {
         let now = monotonicMilliseconds()
+        defer { if !replication.injectQueue.isEmpty { inject(replication, now: now) } }
         for action in replication.receive(from: link, ready: ready, now: now, limit: max(1, config.general.eventIterationLimit)) {
             switch action {
             case .bulkRequested:
@@ -564,8 +574,10 @@ public final class Daemon {
         switch section {
         case .general:
             return StatsReport.cacheSummary(name: "internal", active: cache.count, counters: cache.counters)
-                + StatsReport.cacheSummary(
-                    name: "external", active: replication?.external.count ?? 0, counters: replication?.external.counters ?? CacheCounters())
+                + (replication?.injecting == true
+                    ? StatsReport.injectSummary(replication!.injected)
+                    : StatsReport.cacheSummary(
+                        name: "external", active: replication?.external.count ?? 0, counters: replication?.external.counters ?? CacheCounters()))
                 + StatsReport.traffic(bytes: cache.trafficBytes, packets: cache.trafficPackets)
                 + (replication.map { StatsReport.channel($0.channel.counters, device: $0.channel.config.interface, kind: $0.channel.config.kind) }
                     ?? "")
@@ -625,10 +637,58 @@ public final class Daemon {
             + "\"overruns\":\(stats.overruns),\"resyncs\":\(stats.resyncs),\"resync_added\":\(stats.resyncAdded),"
             + "\"resync_removed\":\(stats.resyncRemoved),\"kernel_flushes\":\(stats.kernelFlushes),"
             + "\"buffer_size\":\(stats.bufferSize)},"
+            + (replication.map { r in
+                r.injecting
+                    ? "\"inject\":{\"created\":\(r.injected.created),\"updated\":\(r.injected.updated),\"failed\":\(r.injected.createFailed),"
+                        + "\"destroyed\":\(r.injected.destroyed),\"destroy_failed\":\(r.injected.destroyFailed),\"events_ignored\":\(listener?.ignoredEvents ?? 0)},"
+                    : ""
+            } ?? "")
             + "\"commit\":{\"commits\":\(stats.commits),\"running\":\(committer?.running ?? false),\"created\":\(stats.commitCreated),"
             + "\"updated\":\(stats.commitUpdated),\"failed\":\(stats.commitFailed)},"
             + "\"control\":{\"requests\":\(stats.localRequests),\"read_failed\":\(control?.readFailures ?? 0),"
             + "\"unknown\":\(control?.unknownRequests ?? 0)}}\n"
+    }
+
+    // MARK: - Injection (DisableExternalCache)
+
+    /// Writes what the peer sent into the kernel, in order, batched by runs of the same kind:
+    /// new and updated flows created (or updated when they exist), destroyed ones deleted
+    /// (one already gone is no failure).
+    private func inject(_ replication: Replication, now: Int64) {
+        guard let injector, let sync = config.sync else {
+            replication.injectQueue.removeAll()
+            return
+        }
+        let queue = replication.injectQueue
+        replication.injectQueue.removeAll(keepingCapacity: true)
+        var start = 0
+        while start < queue.count {
+            let deleting = queue[start].0 == .destroy
+            var end = start
+            while end < queue.count && (queue[end].0 == .destroy) == deleting { end += 1 }
+            let flows = queue[start..<end].map { item -> Flow in
+                var flow = Committer.prepare(
+                    CacheEntry(flow: item.1, since: now / 1000, lastUpdate: now / 1000), now: now / 1000, commitTimeout: nil,
+                    windowTracking: sync.tcpWindowTracking)
+                flow.id = nil
+                return flow
+            }
+            do {
+                let report = try injector.write(flows, operation: deleting ? .delete : .createOrUpdate)
+                if deleting {
+                    replication.injected.destroyed += report.deleted
+                    replication.injected.destroyFailed += report.failures.filter { $0.errno != ENOENT }.count
+                } else {
+                    replication.injected.created += report.created
+                    replication.injected.updated += report.updated
+                    replication.injected.createFailed += report.failures.count
+                }
+            } catch {
+                log.error("injecting \(flows.count) flows from the peer failed: \(error)")
+                if deleting { replication.injected.destroyFailed += flows.count } else { replication.injected.createFailed += flows.count }
+            }
+            start = end
+        }
     }
 
     // MARK: - Commit
@@ -636,6 +696,10 @@ public final class Daemon {
     /// Starts committing the external cache into the kernel; the answer goes out when it ends.
     private func commit() -> ControlReply {
         guard let replication, let sync = config.sync else { return .failure("commit (-c) needs a Sync section") }
+        if replication.injecting {
+            log.notice("commit requested: nothing to do, DisableExternalCache is on (the peer's flows are injected as they arrive)")
+            return .success((try? JSONEncoder().encode(CommitReport())).map { String(decoding: $0, as: UTF8.self) + "\n" } ?? "{}\n")
+        }
         if let committer, committer.running {
             log.warning("commit requested while one is running: refused")
             return .failure("a commit is already in progress; wait for it to finish")

@@ -107,6 +107,14 @@ enum StatsReport {
             + "\(pad(c.sendErrors, 20)) Error send \(pad(c.receiveErrors, 20)) Error recv\n\n"
     }
 
+    /// conntrackd's block for `DisableExternalCache on`.
+    static func injectSummary(_ c: CacheCounters) -> String {
+        "external inject:\n"
+            + "connections created:\t\t\(pad(c.created))\tfailed:\t\(pad(c.createFailed))\n"
+            + "connections updated:\t\t\(pad(c.updated))\tfailed:\t\(pad(c.updateFailed))\n"
+            + "connections destroyed:\t\t\(pad(c.destroyed))\tfailed:\t\(pad(c.destroyFailed))\n\n"
+    }
+
     static func queues() -> String {
         "allocated queue nodes:\t\t\(pad(0))\n\n"
     }

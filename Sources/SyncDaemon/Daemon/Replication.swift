@@ -72,6 +72,7 @@ final class Replication {
         external = FlowCache(limit: hashLimit)
         options = EncodeOptions(includeTimeout: config.commitTimeout == nil, includeWindowScale: config.tcpWindowTracking)
         modeName = config.mode.name
+        injecting = !config.mode.usesExternalCache
     }
 
     /// The smallest payload of all links, so a datagram fits whichever link carries it.
@@ -119,6 +120,15 @@ final class Replication {
     }
 
     var sweepDue: Int64? { stale == nil ? nil : lastPeerData + Self.staleSweepMilliseconds }
+
+    // MARK: - DisableExternalCache
+
+    /// `DisableExternalCache on`: the peer's flows go straight into the kernel table.
+    let injecting: Bool
+    /// Received and not yet written to the kernel (the daemon drains it after each read).
+    var injectQueue: [(FlowMessageKind, Flow)] = []
+    /// The injection's results, for the statistics.
+    var injected = CacheCounters()
 
     // MARK: - ALARM mode
 
@@ -249,6 +259,8 @@ final class Replication {
                 }
                 for action in engine.receive(message, now: now) {
                     switch action {
+                    case .apply(let kind, let flow) where injecting:
+                        injectQueue.append((kind, flow))
                     case .apply(.destroy, let flow):
                         external.remove(flow)
                         stale?.remove(flow.key)
