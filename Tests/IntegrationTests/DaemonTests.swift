@@ -118,6 +118,24 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
         #expect(try daemon.stats()["internal"].flatMap { ($0 as? [String: Any])?["active"] as? Int } == 0)
     }
 
+    /// Stats mode (Debian's default conntrackd.conf): every flow that ends is logged, in the
+    /// conntrack layout with a `[DESTROY]` prefix and the layer 3.
+    @Test func statsModeLogsFlowsThatEnd() throws {
+        let ns = try TestNamespace("stats")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns) { dir in TestDaemon.config(directory: dir, extra: "Stats {\n LogFile \(dir)/stats.log\n}") }
+        defer { daemon.stop() }
+        try daemon.start()
+        let flows = burst(3)
+        try ns.table { _ = try $0.write(flows, operation: .create) }
+        #expect(try eventually(within: 5) { try daemon.internalCache().count == 3 })
+        try ns.table { _ = try $0.write(Array(flows[0..<2]), operation: .delete) }
+        let path = daemon.directory + "/stats.log"
+        #expect(eventually(within: 5) { ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count == 2 })
+        let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(lines.allSatisfy { $0.hasPrefix("[") && $0.contains("]\t[DESTROY] ipv4     2 udp      17 src=198.18.0.0 ") }, "\(lines)")
+    }
+
     @Test func burstAndFlushLeaveNoGhosts() throws {
         let ns = try TestNamespace("ghost")
         defer { ns.remove() }

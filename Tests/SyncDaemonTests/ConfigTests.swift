@@ -585,8 +585,9 @@ enum ConfigFixtures {
         #expect(active.contains("Sync.PurgeTimeout"))
         #expect(active.contains("Sync.Mode ALARM.PurgeTimeout"))
         #expect(active.contains("Sync.Mode FTFW.ResendQueueSize") && active.contains("Sync.UDP.Port"))
-        #expect(!active.contains("Sync.Mode NOTRACK.DisableInternalCache") && !active.contains("Sync.TCP"))
-        #expect(!active.contains("Stats"))
+        #expect(!active.contains("Sync.Mode NOTRACK.DisableInternalCache"))
+        #expect(active.contains("Sync.TCP.Port") && active.contains("Sync.TCP.ErrorQueueLength"))
+        #expect(active.contains("Stats.LogFile") && active.contains("Stats.Syslog"))
         #expect(!active.contains("Helper"))
     }
 

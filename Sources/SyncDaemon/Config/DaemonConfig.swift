@@ -90,6 +90,7 @@ public struct DaemonConfig: Sendable, Equatable {
             "Sync.Mode NOTRACK", "Sync.Mode NOTRACK.StartupResync", "Sync.Mode NOTRACK.CommitTimeout",
             "Sync.Mode ALARM", "Sync.Mode ALARM.RefreshTime", "Sync.Mode ALARM.CacheTimeout", "Sync.Mode ALARM.CommitTimeout",
             "Sync.RefreshTime", "Sync.CacheTimeout",
+            "Stats", "Stats.LogFile", "Stats.Syslog", "Sync.TCP", "Sync.TCP.ErrorQueueLength",
             "Sync.Mode FTFW.DisableExternalCache", "Sync.Mode NOTRACK.DisableExternalCache",
         ])
         for option in [
@@ -97,6 +98,7 @@ public struct DaemonConfig: Sendable, Equatable {
             "SndSocketBuffer", "RcvSocketBuffer", "Checksum", "Default",
         ] {
             paths.insert("Sync.UDP.\(option)")
+            paths.insert("Sync.TCP.\(option)")
         }
         for option in [
             "IPv4_address", "IPv6_address", "Group", "IPv4_interface", "IPv6_interface", "Interface", "SndSocketBuffer",

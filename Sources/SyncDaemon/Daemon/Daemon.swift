@@ -32,6 +32,8 @@ public final class Daemon {
     private var committer: Committer?
     /// `DisableExternalCache on`: writes the peer's flows into the kernel as they arrive.
     private var injector: KernelTable?
+    /// Stats mode: the log of flows that ended.
+    private var flowLog: FlowLog?
     /// The event groups were left for a commit; joined again (and the table re-read) after it.
     private var eventsSuspended = false
     private var nextToken = 0
@@ -157,6 +159,10 @@ public final class Daemon {
             if general.netlinkEventsReliable { try listener.makeReliable() }
             stats.bufferSize = listener.receiveBufferSize
             self.listener = listener
+        }
+        if let stats = config.stats, stats.logFile != nil || stats.syslogFacility != nil {
+            flowLog = try FlowLog(stats)
+            log.notice("logging every flow that ends to \(stats.logFile ?? "syslog") (Stats)")
         }
         let table = try KernelTable()
         let dumped = try table.dump()
@@ -306,6 +312,7 @@ public final class Daemon {
                 continue
             }
             stats.eventsReceived += 1
+            if let flowLog, case .destroy(let flow) = event, filter.accepts(flow) { flowLog.ended(flow) }
             if !silent.isEmpty, let flow = event.flow { silent.remove(flow.key) }
             let change = cache.apply(event, now: seconds, accepts: filter.accepts)
             announce(change)
@@ -462,6 +469,8 @@ public final class Daemon {
             stats.resyncs += 1
             stats.resyncAdded += result.added.count
             stats.resyncRemoved += result.removed.count
+            // Ended while we did not hear it (polling, or events lost): logged all the same.
+            if let flowLog { for flow in result.removed { flowLog.ended(flow) } }
             if let replication {
                 // What the overrun hid from us, the peer did not hear either.
                 for key in result.added { replication.engine.flowChanged(key, created: true) }
