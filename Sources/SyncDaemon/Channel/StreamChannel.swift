@@ -19,6 +19,9 @@ protocol SyncLink: AnyObject {
     @discardableResult func send(_ bytes: UnsafeRawBufferPointer) -> Bool
     /// When `tick` has work (a reconnection), if ever.
     var nextDeadline: Int64? { get }
+    /// False while sending now would only drop data (a stream link down with its queue full):
+    /// the caller then keeps its messages queued.
+    var canSend: Bool { get }
     func tick(now: Int64)
 }
 
@@ -28,6 +31,7 @@ extension DatagramChannel: SyncLink {
         receive(limit: limit, body)
     }
     var nextDeadline: Int64? { nil }
+    var canSend: Bool { true }
     func tick(now: Int64) {}
 }
 
@@ -60,7 +64,12 @@ final class StreamChannel: SyncLink {
     /// Sends waiting for the connection, whole; the first may be partly written already.
     private var pending: [[UInt8]] = []
     private var pendingOffset = 0
+    private var pendingBytes = 0
+    /// Sends kept while the peer is unreachable (`ErrorQueueLength`).
     private let pendingLimit: Int
+    /// Bytes kept while connected and the socket is full: the peer is there and reading, so
+    /// a burst waits in memory instead of being dropped, up to this much.
+    static let connectedBacklogBytes = 64 << 20
     private var input: [UInt8] = []
     private var chunk = [UInt8](repeating: 0, count: 65536)
     /// Connections dropped because the incoming stream could not be framed.
@@ -127,6 +136,8 @@ final class StreamChannel: SyncLink {
     }
 
     var nextDeadline: Int64? { outbound < 0 && !pending.isEmpty ? nextConnect : nil }
+
+    var canSend: Bool { isConnected ? pendingBytes < Self.connectedBacklogBytes : pending.count < pendingLimit }
 
     func tick(now: Int64) {
         if outbound < 0 && now >= nextConnect { connect(now: now) }
@@ -221,17 +232,16 @@ final class StreamChannel: SyncLink {
     }
 
     func send(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if pending.count >= pendingLimit {
-            // Full while the peer is away: the oldest whole send gives way (FTFW repairs).
-            if pendingOffset > 0 && pending.count > 1 {
-                pending.remove(at: 1)
-            } else {
-                pending.removeFirst()
-                pendingOffset = 0
-            }
+        while isConnected ? pendingBytes >= Self.connectedBacklogBytes : pending.count >= pendingLimit {
+            // Full (the peer away, or not reading): the oldest whole send gives way (FTFW repairs).
+            let victim = pendingOffset > 0 && pending.count > 1 ? 1 : 0
+            pendingBytes -= pending[victim].count - (victim == 0 ? pendingOffset : 0)
+            pending.remove(at: victim)
+            if victim == 0 { pendingOffset = 0 }
             counters.sendErrors += 1
         }
         pending.append(Array(bytes))
+        pendingBytes += bytes.count
         let now = monotonicMilliseconds()
         if outbound < 0 {
             if now >= nextConnect { connect(now: now) }
@@ -253,6 +263,7 @@ final class StreamChannel: SyncLink {
             }
             counters.bytesSent += UInt64(n)
             pendingOffset += n
+            pendingBytes -= n
             if pendingOffset < first.count { return }
             counters.datagramsSent += 1
             pending.removeFirst()
@@ -284,8 +295,15 @@ final class StreamChannel: SyncLink {
         connecting = started != 0
         // A message cut by the last connection's end is not continued on this one.
         if pendingOffset > 0 {
+            pendingBytes -= pending[0].count - pendingOffset
             pending.removeFirst()
             pendingOffset = 0
+        }
+        // Back to the unreachable-peer bound until connected.
+        while pending.count > pendingLimit {
+            pendingBytes -= pending[0].count
+            pending.removeFirst()
+            counters.sendErrors += 1
         }
         if !connecting { flushPending(now: now) }
     }

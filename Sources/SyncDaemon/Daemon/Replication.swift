@@ -80,6 +80,9 @@ final class Replication {
 
     /// Sends everything the engine has queued, packed into datagrams of at most the link's payload size.
     func flush(now: Int64, cache: FlowCache) {
+        // A TCP link that is down with its queue full: the messages wait in the engine (one
+        // per flow, the latest state) rather than being encoded and dropped.
+        guard channel.canSend else { return }
         let messages = engine.transmit(now: now) { cache[$0]?.flow }
         guard !messages.isEmpty else { return }
         datagram.removeAll(keepingCapacity: true)
