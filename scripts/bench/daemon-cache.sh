@@ -29,42 +29,13 @@ cleanup() {
 trap cleanup EXIT INT TERM
 ip netns add "$ns"
 
-python3 - "$flows" > "$work/flows.jsonl" <<'PY'
-import json, sys
-for i in range(int(sys.argv[1])):
-    a, p = divmod(i, 60000)
-    print(json.dumps({"proto": "tcp", "state": "ESTABLISHED", "timeout": 600, "status": ["SEEN_REPLY", "ASSURED"],
-                      "original": {"src": "198.18.%d.%d" % (a // 250, a % 250 + 1), "dst": "198.19.0.1",
-                                   "sport": 1024 + p, "dport": 443}}))
-PY
-
-general() {  # $1 = name
-    cat <<CONF
-General {
-    HashSize 65536
-    HashLimit 524288
-    LogFile $work/$1.log
-    Syslog off
-    LockFile $work/$1.lock
-    UNIX {
-        Path $work/$1.ctl
-    }
-    NetlinkBufferSize 134217728
-    NetlinkBufferSizeMaxGrowth 134217728
-    NetlinkOverrunResync on
-    Filter From Userspace {
-        Address Ignore {
-            IPv4_address 127.0.0.1
-        }
-    }
-}
-CONF
-}
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+bench_flows "$flows" > "$work/flows.jsonl"
+general() { bench_general "$1" "NetlinkOverrunResync on"; }
 general ctsyncd > "$work/ctsyncd.conf"
 { general conntrackd; printf 'Stats {\n    LogFile off\n}\n'; } > "$work/conntrackd.conf"
 
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }                  # KiB
-cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
 active() {  # daemon binary, config -> active flows in its cache
     ip netns exec "$ns" "$1" -C "$2" -s 2>/dev/null | awk -F'\t' '/current active connections/ {gsub(/ /, "", $2); print $2; exit}'
 }

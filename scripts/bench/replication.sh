@@ -34,84 +34,10 @@ ip -n "$a" addr add 198.18.254.1/24 dev "${link}a"; ip -n "$b" addr add 198.18.2
 ip -n "$a" link set "${link}a" up; ip -n "$b" link set "${link}b" up
 ip -n "$a" link set lo up; ip -n "$b" link set lo up
 
-python3 - "$flows" > "$work/flows.jsonl" <<'PY'
-import json, sys
-for i in range(int(sys.argv[1])):
-    a, p = divmod(i, 60000)
-    print(json.dumps({"proto": "tcp", "state": "ESTABLISHED", "timeout": 600, "status": ["SEEN_REPLY", "ASSURED"],
-                      "original": {"src": "198.18.%d.%d" % (a // 250, a % 250 + 1), "dst": "198.19.0.1",
-                                   "sport": 1024 + p, "dport": 443}}))
-PY
-
-config() {  # name local peer interface
-    cat <<CONF
-Sync {
-    Mode FTFW {
-        ResendQueueSize 262144
-    }
-    UDP {
-        IPv4_address $2
-        IPv4_Destination_Address $3
-        Port 3780
-        Interface $4
-        SndSocketBuffer 8388608
-        RcvSocketBuffer 8388608
-        Checksum on
-    }
-}
-General {
-    HashSize 65536
-    HashLimit 524288
-    LogFile $work/$1.log
-    Syslog off
-    LockFile $work/$1.lock
-    UNIX {
-        Path $work/$1.ctl
-    }
-    NetlinkBufferSize 134217728
-    NetlinkBufferSizeMaxGrowth 134217728
-    Filter From Userspace {
-        Address Ignore {
-            IPv4_address 127.0.0.1
-        }
-    }
-}
-CONF
-}
-
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
-# Asks a daemon's control socket for its stats (conntrackd's request code 21, which both
-# daemons answer) and prints the external cache's active count; with a target, polls every
-# 0.5 ms until the count equals it (or differs from "!N") and prints the seconds it took.
-cat > "$work/poll.py" <<'PY'
-import socket, struct, sys, time
-def count(path):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path); s.sendall(struct.pack("=i", 21))
-    out = b""
-    while True:
-        d = s.recv(65536)
-        if not d: break
-        out += d
-    text = out.decode()
-    part = text[text.index("cache external:"):]
-    line = [l for l in part.splitlines() if l.startswith("current active connections")][0]
-    return int(line.split()[-1])
-path = sys.argv[1]
-if len(sys.argv) == 2:
-    print(count(path)); sys.exit(0)
-target, limit = sys.argv[2], float(sys.argv[3])
-start = time.time()
-while time.time() - start < limit:
-    n = count(path)
-    if (target.startswith("!") and n != int(target[1:])) or (not target.startswith("!") and n == int(target)):
-        print("%.6f" % (time.time() - start)); sys.exit(0)
-    time.sleep(0.0005)
-print("-1"); sys.exit(1)
-PY
-external() { python3 "$work/poll.py" "$1"; }            # socket -> count
-wait_external() { python3 "$work/poll.py" "$1" "$2" "$3"; }  # socket target timeout -> seconds
-now() { python3 -c 'import time; print(time.time())'; }
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+bench_flows "$flows" > "$work/flows.jsonl"
+bench_poll_script
 measure() {  # name binary
     local name=$1 binary=$2
     config "${name}a" 198.18.254.1 198.18.254.2 "${link}a" > "$work/${name}a.conf"

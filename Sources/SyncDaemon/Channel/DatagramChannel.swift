@@ -145,7 +145,8 @@ final class DatagramChannel {
         close(sendDescriptor)
     }
 
-    private static func setBuffer(_ fd: Int32, _ force: Int32, _ plain: Int32, _ size: Int) {
+    /// Sets a socket buffer, beyond the system maximum when allowed (the FORCE variant).
+    static func setBuffer(_ fd: Int32, _ force: Int32, _ plain: Int32, _ size: Int) {
         var value = Int32(clamping: size)
         if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) != 0 {
             setsockopt(fd, SOL_SOCKET, plain, &value, socklen_t(MemoryLayout<Int32>.size))

@@ -95,7 +95,7 @@ final class StreamChannel: SyncLink {
         guard fd >= 0 else { throw .setup("socket", errno: errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        if let size = c.receiveBufferSize { Self.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
+        if let size = c.receiveBufferSize { DatagramChannel.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
         var address = DatagramChannel.socketAddress(local, port: port, scope: scope)
         let bound = withUnsafePointer(to: &address.0) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.1) }
@@ -112,13 +112,6 @@ final class StreamChannel: SyncLink {
         close(listenDescriptor)
         if inbound >= 0 { close(inbound) }
         if outbound >= 0 { close(outbound) }
-    }
-
-    private static func setBuffer(_ fd: Int32, _ force: Int32, _ plain: Int32, _ size: Int) {
-        var value = Int32(clamping: size)
-        if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            setsockopt(fd, SOL_SOCKET, plain, &value, socklen_t(MemoryLayout<Int32>.size))
-        }
     }
 
     /// Whether our connection to the peer is up.
@@ -184,7 +177,7 @@ final class StreamChannel: SyncLink {
             input.removeAll(keepingCapacity: true)
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
-            if let size = receiveBuffer { Self.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
+            if let size = receiveBuffer { DatagramChannel.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
         }
     }
 
@@ -277,7 +270,7 @@ final class StreamChannel: SyncLink {
             peer.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
             0)
         guard fd >= 0 else { return }
-        if let size = sendBuffer { Self.setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, size) }
+        if let size = sendBuffer { DatagramChannel.setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, size) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
         // From the dedicated link's address, as the peer expects.

@@ -62,15 +62,18 @@ public struct DaemonConfig: Sendable, Equatable {
         return try parser.parseFile()
     }
 
-    /// The dotted paths of the options ctsync acts on today. Everything else is parsed and
-    /// validated but not yet used (replication arrives with issue 4).
+    /// The dotted paths of the options ctsync acts on. Everything else (expectations,
+    /// `DisableInternalCache`, the `Helper` section) is parsed and validated but not used.
     public static let activeOptionPaths: Set<String> = {
         var paths: Set<String> = [
             "General", "General.HashSize", "General.HashLimit", "General.LogFile", "General.Syslog", "General.LockFile",
             "General.UNIX", "General.UNIX.Path", "General.UNIX.Backlog", "General.NetlinkBufferSize",
             "General.NetlinkBufferSizeMaxGrowth", "General.NetlinkOverrunResync", "General.NetlinkEventsReliable",
             "General.PollSecs", "General.EventIterationLimit", "General.Nice", "General.Systemd", "General.Scheduler",
-            "General.Scheduler.Type", "General.Scheduler.Priority", "General.Filter", "Sync.PurgeTimeout",
+            "General.Scheduler.Type", "General.Scheduler.Priority", "General.Filter",
+            "Sync", "Sync.Options", "Sync.Options.TCPWindowTracking", "Sync.CommitTimeout", "Sync.PurgeTimeout",
+            "Sync.RefreshTime", "Sync.CacheTimeout",
+            "Stats", "Stats.LogFile", "Stats.Syslog",
         ]
         for policy in ["Accept", "Ignore"] {
             paths.insert("General.Filter.Protocol \(policy)")
@@ -79,32 +82,26 @@ public struct DaemonConfig: Sendable, Equatable {
             paths.insert("General.Filter.Address \(policy).IPv4_address")
             paths.insert("General.Filter.Address \(policy).IPv6_address")
         }
-        for mode in ["FTFW", "NOTRACK", "ALARM"] {
-            paths.insert("Sync.Mode \(mode).PurgeTimeout")
+        let modes = [
+            "FTFW": ["ResendQueueSize", "ACKWindowSize", "StartupResync", "CommitTimeout", "PurgeTimeout", "DisableExternalCache"],
+            "NOTRACK": ["StartupResync", "CommitTimeout", "PurgeTimeout", "DisableExternalCache"],
+            "ALARM": ["RefreshTime", "CacheTimeout", "CommitTimeout", "PurgeTimeout"],
+        ]
+        for (mode, options) in modes {
+            paths.insert("Sync.Mode \(mode)")
+            for option in options { paths.insert("Sync.Mode \(mode).\(option)") }
         }
-        // Replication (FTFW over one UDP or Multicast link).
-        paths.formUnion([
-            "Sync", "Sync.Mode FTFW", "Sync.Mode FTFW.ResendQueueSize", "Sync.Mode FTFW.ACKWindowSize",
-            "Sync.Mode FTFW.StartupResync", "Sync.Mode FTFW.CommitTimeout", "Sync.CommitTimeout", "Sync.Options",
-            "Sync.Options.TCPWindowTracking", "Sync.UDP", "Sync.Multicast",
-            "Sync.Mode NOTRACK", "Sync.Mode NOTRACK.StartupResync", "Sync.Mode NOTRACK.CommitTimeout",
-            "Sync.Mode ALARM", "Sync.Mode ALARM.RefreshTime", "Sync.Mode ALARM.CacheTimeout", "Sync.Mode ALARM.CommitTimeout",
-            "Sync.RefreshTime", "Sync.CacheTimeout",
-            "Stats", "Stats.LogFile", "Stats.Syslog", "Sync.TCP", "Sync.TCP.ErrorQueueLength",
-            "Sync.Mode FTFW.DisableExternalCache", "Sync.Mode NOTRACK.DisableExternalCache",
-        ])
-        for option in [
+        let unicast = [
             "IPv4_address", "IPv6_address", "IPv4_Destination_Address", "IPv6_Destination_Address", "Port", "Interface",
             "SndSocketBuffer", "RcvSocketBuffer", "Checksum", "Default",
-        ] {
-            paths.insert("Sync.UDP.\(option)")
-            paths.insert("Sync.TCP.\(option)")
-        }
-        for option in [
+        ]
+        let multicast = [
             "IPv4_address", "IPv6_address", "Group", "IPv4_interface", "IPv6_interface", "Interface", "SndSocketBuffer",
             "RcvSocketBuffer", "Checksum", "Default",
-        ] {
-            paths.insert("Sync.Multicast.\(option)")
+        ]
+        for (link, options) in [("UDP", unicast), ("TCP", unicast + ["ErrorQueueLength"]), ("Multicast", multicast)] {
+            paths.insert("Sync.\(link)")
+            for option in options { paths.insert("Sync.\(link).\(option)") }
         }
         return paths
     }()

@@ -18,6 +18,9 @@ public struct CommitReport: Codable, Sendable, Equatable {
 
     public init() {}
 
+    /// The report as the control socket carries it.
+    public var json: String { (try? JSONEncoder().encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}" }
+
     /// One line for people: what was committed, how fast.
     public var summary: String {
         let rate = seconds > 0 ? " (\(Int(Double(created + updated) / seconds)) flows/s)" : ""

@@ -404,11 +404,8 @@ public final class Daemon {
     /// or always with `nf_conntrack_events=1`. Set that (in this namespace) so flows created
     /// while the daemon is not running, e.g. during a restart, still report their end.
     private func ensureEventsForEveryFlow() {
-        let path = "/proc/sys/net/netfilter/nf_conntrack_events"
-        guard let value = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-            value == "2"
-        else { return }
-        if (try? "1\n".write(toFile: path, atomically: false, encoding: .utf8)) != nil {
+        guard Self.eventsSetting == "2" else { return }
+        if (try? "1\n".write(toFile: Self.eventsSettingPath, atomically: false, encoding: .utf8)) != nil {
             log.notice("net.netfilter.nf_conntrack_events was 2 (events only for flows created while someone listens): set to 1")
         } else {
             log.warning("net.netfilter.nf_conntrack_events is 2: flows created while ctsyncd is not running will not report their end")
@@ -675,12 +672,10 @@ public final class Daemon {
             let deleting = queue[start].0 == .destroy
             var end = start
             while end < queue.count && (queue[end].0 == .destroy) == deleting { end += 1 }
-            let flows = queue[start..<end].map { item -> Flow in
-                var flow = Committer.prepare(
-                    CacheEntry(flow: item.1, since: now / 1000, lastUpdate: now / 1000), now: now / 1000, commitTimeout: nil,
+            let flows = queue[start..<end].map {
+                Committer.prepare(
+                    CacheEntry(flow: $0.1, since: now / 1000, lastUpdate: now / 1000), now: now / 1000, commitTimeout: nil,
                     windowTracking: sync.tcpWindowTracking)
-                flow.id = nil
-                return flow
             }
             do {
                 let report = try injector.write(flows, operation: deleting ? .delete : .createOrUpdate)
@@ -707,7 +702,7 @@ public final class Daemon {
         guard let replication, let sync = config.sync else { return .failure("commit (-c) needs a Sync section") }
         if replication.injecting {
             log.notice("commit requested: nothing to do, DisableExternalCache is on (the peer's flows are injected as they arrive)")
-            return .success((try? JSONEncoder().encode(CommitReport())).map { String(decoding: $0, as: UTF8.self) + "\n" } ?? "{}\n")
+            return .success(CommitReport().json + "\n")
         }
         if let committer, committer.running {
             log.warning("commit requested while one is running: refused")
@@ -750,8 +745,7 @@ public final class Daemon {
         if report.failed > 0 && report.created + report.updated == 0 && report.attempted > 0 {
             reply = .failure("commit failed: \(report.summary)")
         } else {
-            let json = (try? JSONEncoder().encode(report)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-            reply = .success(json + "\n")
+            reply = .success(report.json + "\n")
         }
         if let token = committer.waitingToken {
             committer.waitingToken = nil
@@ -769,10 +763,13 @@ public final class Daemon {
         }
     }
 
-    /// Whether the kernel gives every new flow its event extension (nf_conntrack_events=1).
-    private static var eventsForEveryFlow: Bool {
-        (try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_events", encoding: .utf8))?.hasPrefix("1") == true
+    private static let eventsSettingPath = "/proc/sys/net/netfilter/nf_conntrack_events"
+    /// `nf_conntrack_events` in this namespace: "1" every new flow gets its event extension,
+    /// "2" only while someone listens.
+    private static var eventsSetting: String? {
+        (try? String(contentsOfFile: eventsSettingPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
+    private static var eventsForEveryFlow: Bool { eventsSetting == "1" }
 
     private func resetTimers(legacy: Bool) -> ControlReply {
         let purge = UInt32(clamping: config.sync?.purgeTimeout ?? 60)

@@ -18,18 +18,21 @@ final class DaemonLogSink: @unchecked Sendable {
     init(stderr: Bool, filePath: String?, syslogFacility: String?) throws {
         toStderr = stderr
         toSyslog = syslogFacility != nil
-        if let filePath {
-            let directory = (filePath as NSString).deletingLastPathComponent
-            if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-            guard let f = fopen(filePath, "a") else {
-                throw DaemonError.startup("cannot open log file \(filePath): \(String(cString: strerror(errno)))")
-            }
-            setvbuf(f, nil, _IOLBF, 0)
-            file = f
-        }
+        if let filePath { file = try Self.openAppending(filePath, what: "log file") }
         if let facility = syslogFacility {
             openlog("ctsyncd", LOG_PID, Self.facility(named: facility))
         }
+    }
+
+    /// Opens a log file for appending, line-buffered, creating its directory if needed.
+    static func openAppending(_ path: String, what: String) throws -> UnsafeMutablePointer<FILE> {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        guard let f = fopen(path, "a") else {
+            throw DaemonError.startup("cannot open \(what) \(path): \(String(cString: strerror(errno)))")
+        }
+        setvbuf(f, nil, _IOLBF, 0)
+        return f
     }
 
     static func facility(named name: String) -> Int32 {

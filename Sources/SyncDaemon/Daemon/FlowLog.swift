@@ -15,15 +15,7 @@ final class FlowLog {
     private(set) var written = 0
 
     init(_ config: StatsConfig) throws {
-        if let path = config.logFile {
-            let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-            guard let f = fopen(path, "a") else {
-                throw DaemonError.startup("Stats LogFile \(path): \(String(cString: strerror(errno)))")
-            }
-            setvbuf(f, nil, _IOLBF, 0)
-            file = f
-        }
+        if let path = config.logFile { file = try DaemonLogSink.openAppending(path, what: "Stats LogFile") }
         toSyslog = config.syslogFacility != nil
         if let facility = config.syslogFacility { openlog("ctsyncd", LOG_PID, DaemonLogSink.facility(named: facility)) }
     }

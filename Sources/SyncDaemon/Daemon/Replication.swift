@@ -60,6 +60,7 @@ final class Replication {
             }
         }
         channels = opened
+        payloadLimit = opened.map(\.payloadLimit).min() ?? 1472
         current = min(config.defaultChannelIndex ?? 0, opened.count - 1)
         self.log = log
         var reliable = true
@@ -76,7 +77,7 @@ final class Replication {
     }
 
     /// The smallest payload of all links, so a datagram fits whichever link carries it.
-    var payloadLimit: Int { channels.map(\.payloadLimit).min() ?? 1472 }
+    let payloadLimit: Int
 
     /// Sends everything the engine has queued, packed into datagrams of at most the link's payload size.
     func flush(now: Int64, cache: FlowCache) {

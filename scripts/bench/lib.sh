@@ -1,0 +1,102 @@
+# shellcheck shell=bash disable=SC2154
+# Shared by the daemon benchmarks (daemon-cache.sh, replication.sh, commit.sh): the flow
+# burst, the daemons' configuration (valid for ctsyncd and conntrackd alike), and the probes.
+# Source it after setting `work` (the run's temporary directory).
+
+# bench_flows N: N distinct established TCP flows from 198.18.0.0/15, one JSON object a line
+# (ctsync kernel insert --file).
+bench_flows() {
+    python3 - "$1" <<'PY'
+import json, sys
+for i in range(int(sys.argv[1])):
+    a, p = divmod(i, 60000)
+    print(json.dumps({"proto": "tcp", "state": "ESTABLISHED", "timeout": 600, "status": ["SEEN_REPLY", "ASSURED"],
+                      "original": {"src": "198.18.%d.%d" % (a // 250, a % 250 + 1), "dst": "198.19.0.1",
+                                   "sport": 1024 + p, "dport": 443}}))
+PY
+}
+
+# bench_general NAME [EXTRA-LINE...]: the General section, files under $work named NAME.
+bench_general() {
+    local name=$1 extra=""
+    shift
+    [ $# -eq 0 ] || extra=$(printf '    %s\n' "$@")
+    cat <<CONF
+General {
+    HashSize 65536
+    HashLimit 524288
+    LogFile $work/$name.log
+    Syslog off
+    LockFile $work/$name.lock
+    UNIX {
+        Path $work/$name.ctl
+    }
+    NetlinkBufferSize 134217728
+    NetlinkBufferSizeMaxGrowth 134217728
+${extra:+$extra
+}    Filter From Userspace {
+        Address Ignore {
+            IPv4_address 127.0.0.1
+        }
+    }
+}
+CONF
+}
+
+# config NAME LOCAL PEER INTERFACE: FTFW over UDP port 3780 on the link, then General.
+config() {
+    cat <<CONF
+Sync {
+    Mode FTFW {
+        ResendQueueSize 262144
+    }
+    UDP {
+        IPv4_address $2
+        IPv4_Destination_Address $3
+        Port 3780
+        Interface $4
+        SndSocketBuffer 8388608
+        RcvSocketBuffer 8388608
+        Checksum on
+    }
+}
+CONF
+    bench_general "$1"
+}
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }                  # KiB
+cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
+now() { python3 -c 'import time; print(time.time())'; }
+
+# Asks a daemon's control socket for its stats (conntrackd's request code 21, which both
+# daemons answer) and prints the external cache's active count; with a target, polls every
+# 0.5 ms until the count equals it (or differs from "!N") and prints the seconds it took.
+bench_poll_script() {
+    cat > "$work/poll.py" <<'PY'
+import socket, struct, sys, time
+def count(path):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path); s.sendall(struct.pack("=i", 21))
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        out += d
+    text = out.decode()
+    part = text[text.index("cache external:"):]
+    line = [l for l in part.splitlines() if l.startswith("current active connections")][0]
+    return int(line.split()[-1])
+path = sys.argv[1]
+if len(sys.argv) == 2:
+    print(count(path)); sys.exit(0)
+target, limit = sys.argv[2], float(sys.argv[3])
+start = time.time()
+while time.time() - start < limit:
+    n = count(path)
+    if (target.startswith("!") and n != int(target[1:])) or (not target.startswith("!") and n == int(target)):
+        print("%.6f" % (time.time() - start)); sys.exit(0)
+    time.sleep(0.0005)
+print("-1"); sys.exit(1)
+PY
+}
+external() { python3 "$work/poll.py" "$1"; }                  # socket -> count
+wait_external() { python3 "$work/poll.py" "$1" "$2" "$3"; }   # socket target timeout -> seconds
