@@ -462,6 +462,36 @@ extension TestDaemon {
 }
 
 /// ctsyncd paired with the real conntrackd (Debian 1.4.7), both directions, FTFW over UDP.
+/// The real conntrackd in a test namespace, in the foreground (so its PID is ours to stop),
+/// on the configuration ctsyncd would have used there (same grammar).
+final class ConntrackdProcess {
+    let namespace: TestNamespace
+    let config: TestDaemon
+    let process = Process()
+
+    init(_ namespace: TestNamespace, config: TestDaemon) throws {
+        self.namespace = namespace
+        self.config = config
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ip", "netns", "exec", namespace.name, "conntrackd", "-C", config.configPath]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Waits (bounded) until it answers `-s`.
+    func answers(within seconds: Double) -> Bool {
+        eventually(within: seconds) { ((try? namespace.exec(["conntrackd", "-C", config.configPath, "-s"]))?.status ?? 1) == 0 }
+    }
+
+    /// `-k`, then SIGKILL by PID if it is still there; removes the configuration's directory.
+    func stop() {
+        _ = try? namespace.exec(["conntrackd", "-C", config.configPath, "-k"])
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        config.stop()
+    }
+}
+
 @Suite(.serialized, requiresNamespaces, .enabled(if: Host.has("conntrackd"), "needs conntrackd (Debian package conntrackd)"))
 struct ConntrackdInteropTests {
     /// conntrackd's external cache (`conntrackd -e`) as (proto, src, dst, sport, dport) keys.
@@ -485,19 +515,10 @@ struct ConntrackdInteropTests {
         defer { pair.remove() }
         let (da, dbConfigOnly) = try pair.daemons(extra: "RefreshTime 2\nCacheTimeout 6", mode: "ALARM")
         defer { da.stop() }
-        let conntrackd = Process()
-        conntrackd.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        conntrackd.arguments = ["ip", "netns", "exec", pair.b.name, "conntrackd", "-C", dbConfigOnly.configPath]
-        conntrackd.standardOutput = FileHandle.nullDevice
-        conntrackd.standardError = FileHandle.nullDevice
         try da.start()
-        try conntrackd.run()
-        defer {
-            _ = try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-k"])
-            if conntrackd.isRunning { kill(conntrackd.processIdentifier, SIGKILL) }
-            dbConfigOnly.stop()
-        }
-        #expect(eventually(within: 10) { ((try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-s"]))?.status ?? 1) == 0 })
+        let conntrackd = try ConntrackdProcess(pair.b, config: dbConfigOnly)
+        defer { conntrackd.stop() }
+        #expect(conntrackd.answers(within: 10))
         let onA = burst(200)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
         #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(onA) })
@@ -522,20 +543,10 @@ struct ConntrackdInteropTests {
         defer { pair.remove() }
         let (da, dbConfigOnly) = try pair.daemons(multicast: multicast, mode: mode, transport: transport)
         defer { da.stop() }
-        // b runs conntrackd on the configuration ctsyncd would have used (same grammar).
-        let conntrackd = Process()
-        conntrackd.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        conntrackd.arguments = ["ip", "netns", "exec", pair.b.name, "conntrackd", "-C", dbConfigOnly.configPath]
-        conntrackd.standardOutput = FileHandle.nullDevice
-        conntrackd.standardError = FileHandle.nullDevice
         try da.start()
-        try conntrackd.run()
-        defer {
-            _ = try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-k"])
-            if conntrackd.isRunning { kill(conntrackd.processIdentifier, SIGKILL) }
-            dbConfigOnly.stop()
-        }
-        #expect(eventually(within: 10) { ((try? pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-s"]))?.status ?? 1) == 0 })
+        let conntrackd = try ConntrackdProcess(pair.b, config: dbConfigOnly)
+        defer { conntrackd.stop() }
+        #expect(conntrackd.answers(within: 10))
 
         // ctsyncd → conntrackd.
         let onA = burst(200)
