@@ -1,12 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The layers, bottom up (docs/architecture.md draws them):
+//   FlowModel, SystemCalls       pure values / the one system-call error; no C library
+//   SyncProtocol                 conntrackd's wire format (FlowModel)
+//   SyncEngine                   the pure sync node: caches, modes, FTFW (FlowModel, SyncProtocol)
+//   Configuration                conntrackd.conf's grammar and ctsync's settings (FlowModel)
+//   ControlProtocol              control requests/answers and the client (FlowModel, SystemCalls)
+//   Conntrack                    the kernel: netlink via libnetfilter_conntrack (CNetfilter)
+//   SyncDaemon                   the thin shell: event loop, sockets, kernel mirror, committer
+//   CtsyncCLI                    `ctsync`: the kernel table and the daemon's control socket
 let package = Package(
     name: "ctsync",
     products: [
         .executable(name: "ctsync", targets: ["ctsync"]),
         .executable(name: "ctsyncd", targets: ["ctsyncd"]),
         .library(name: "Conntrack", targets: ["Conntrack"]),
+        .library(name: "SyncEngine", targets: ["SyncEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -18,28 +28,40 @@ let package = Package(
             pkgConfig: "libnetfilter_conntrack",
             providers: [.apt(["libnetfilter-conntrack-dev", "libmnl-dev"])]
         ),
-        .target(name: "Conntrack", dependencies: ["CNetfilter"]),
-        .target(name: "SyncProtocol", dependencies: ["Conntrack"]),
-        .target(name: "SyncEngine", dependencies: ["Conntrack", "SyncProtocol"]),
+        .target(name: "SystemCalls"),
+        .target(name: "FlowModel"),
+        .target(name: "Conntrack", dependencies: ["CNetfilter", "FlowModel", "SystemCalls"]),
+        .target(name: "SyncProtocol", dependencies: ["FlowModel"]),
+        .target(name: "SyncEngine", dependencies: ["FlowModel", "SyncProtocol"]),
+        .target(name: "Configuration", dependencies: ["FlowModel"]),
+        .target(name: "ControlProtocol", dependencies: ["FlowModel", "SystemCalls"]),
         .target(
             name: "SyncDaemon",
-            dependencies: ["Conntrack", "SyncProtocol", "SyncEngine", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Conntrack", "SyncProtocol", "SyncEngine", "Configuration", "ControlProtocol", "SystemCalls",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "CtsyncCLI",
             dependencies: [
-                "Conntrack", "SyncDaemon",
+                "Conntrack", "Configuration", "ControlProtocol", "SystemCalls",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(name: "ctsync", dependencies: ["CtsyncCLI"]),
-        .executableTarget(name: "ctsyncd", dependencies: ["SyncDaemon"]),
-        .testTarget(name: "ConntrackTests", dependencies: ["Conntrack"]),
-        .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack"]),
-        .testTarget(name: "SyncEngineTests", dependencies: ["SyncEngine", "Conntrack"]),
-        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "Conntrack"]),
-        .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "SyncEngine", "Conntrack"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Conntrack"]),
+        .executableTarget(name: "ctsyncd", dependencies: ["SyncDaemon", "Configuration", "ControlProtocol", "SystemCalls"]),
+        .target(name: "TestSupport", dependencies: ["FlowModel", "SyncProtocol"], path: "Tests/TestSupport"),
+        .testTarget(name: "FlowModelTests", dependencies: ["FlowModel", "TestSupport"]),
+        .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "CNetfilter", "TestSupport"]),
+        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "FlowModel", "TestSupport"]),
+        .testTarget(name: "SyncEngineTests", dependencies: ["SyncEngine", "SyncProtocol", "FlowModel", "TestSupport"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "FlowModel", "TestSupport"]),
+        .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "ControlProtocol", "Configuration", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack", "TestSupport"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["Conntrack", "SyncProtocol", "FlowModel", "SystemCalls", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

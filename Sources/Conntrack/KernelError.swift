@@ -1,3 +1,5 @@
+import SystemCalls
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -57,9 +59,4 @@ public enum KernelError: Error, Equatable, Sendable, CustomStringConvertible {
             return ""
         }
     }
-}
-
-/// `strerror` text for an errno, e.g. "File exists".
-public func errnoText(_ e: Int32) -> String {
-    String(cString: strerror(e))
 }

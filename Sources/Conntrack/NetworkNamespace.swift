@@ -1,4 +1,5 @@
 import CNetfilter
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc

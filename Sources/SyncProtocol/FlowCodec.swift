@@ -1,4 +1,4 @@
-import Conntrack
+import FlowModel
 
 /// Writes a flow's attributes as conntrackd's `ct2msg` does.
 enum FlowEncoder {

@@ -1,4 +1,4 @@
-import Conntrack
+import FlowModel
 
 /// conntrackd 1.4.x's wire format: constants and the message model. Pure: no I/O, no clock.
 /// The byte layout is documented in docs/protocol.md; `SyncWire` encodes and decodes.

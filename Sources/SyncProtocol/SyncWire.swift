@@ -1,4 +1,4 @@
-import Conntrack
+import FlowModel
 
 /// What conntrackd's configuration (or the origin of a flow) changes in the bytes it sends.
 /// The defaults give what conntrackd 1.4.7 sends with its default configuration for a flow the

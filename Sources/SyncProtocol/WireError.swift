@@ -1,4 +1,4 @@
-import Conntrack
+import FlowModel
 
 /// Why bytes received from a peer are not a valid message. Every decoding failure is one of
 /// these; the decoder never traps, whatever the input.

@@ -1,5 +1,8 @@
+import Configuration
+import ControlProtocol
 import Foundation
 import SyncDaemon
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc

@@ -1,4 +1,5 @@
 import CNetfilter
+import TestSupport
 import Testing
 
 @testable import Conntrack

@@ -6,10 +6,6 @@ import Testing
     import Glibc
 #endif
 
-extension Host {
-    static var ctsyncd: String { (ctsync as NSString).deletingLastPathComponent + "/ctsyncd" }
-}
-
 /// A ctsyncd running in a test namespace with a configuration of its own, in a temporary
 /// directory (socket, lock, log). Stopped by `stop()`, by PID.
 final class TestDaemon {
@@ -118,14 +114,4 @@ final class TestDaemon {
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
-}
-
-/// Polls `condition` every 20 ms until it holds or `seconds` pass; returns whether it held.
-func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    repeat {
-        if try condition() { return true }
-        usleep(20_000)
-    } while Date() < deadline
-    return try condition()
 }

@@ -15,7 +15,7 @@ import Testing
 @Suite(.serialized, requiresNamespaces) struct FailoverTests {
     static let hasKeepalived = Host.has("keepalived") && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
 
-    @Test(.enabled(if: hasKeepalived, "needs keepalived and /usr/bin/python3 (scripts/install-deps.sh installs them)"))
+    @Test(.enabled(if: Host.runs(if: hasKeepalived), "needs keepalived and /usr/bin/python3 (scripts/install-deps.sh installs them)"))
     func tcpSessionSurvivesKeepalivedFailoverAndFailback() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let script = root.appendingPathComponent("scripts/failover/failover-test.sh").path

@@ -1,5 +1,6 @@
 import Conntrack
 import Foundation
+import SystemCalls
 import Testing
 
 #if canImport(Glibc)

@@ -462,37 +462,16 @@ extension TestDaemon {
 }
 
 /// ctsyncd paired with the real conntrackd (Debian 1.4.7), both directions, FTFW over UDP.
-/// The real conntrackd in a test namespace, in the foreground (so its PID is ours to stop),
-/// on the configuration ctsyncd would have used there (same grammar).
-final class ConntrackdProcess {
-    let namespace: TestNamespace
-    let config: TestDaemon
-    let process = Process()
-
-    init(_ namespace: TestNamespace, config: TestDaemon) throws {
-        self.namespace = namespace
-        self.config = config
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip", "netns", "exec", namespace.name, "conntrackd", "-C", config.configPath]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-    }
-
-    /// Waits (bounded) until it answers `-s`.
-    func answers(within seconds: Double) -> Bool {
-        eventually(within: seconds) { ((try? namespace.exec(["conntrackd", "-C", config.configPath, "-s"]))?.status ?? 1) == 0 }
-    }
-
-    /// `-k`, then SIGKILL by PID if it is still there; removes the configuration's directory.
-    func stop() {
-        _ = try? namespace.exec(["conntrackd", "-C", config.configPath, "-k"])
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        config.stop()
+extension ConntrackdProcess {
+    /// conntrackd on the configuration ctsyncd would have used in `namespace` (same grammar);
+    /// the configuration's directory goes when it stops.
+    convenience init(_ namespace: TestNamespace, config: TestDaemon) throws {
+        try self.init(namespace: namespace.name, configPath: config.configPath)
+        onStop = { config.stop() }
     }
 }
 
-@Suite(.serialized, requiresNamespaces, .enabled(if: Host.has("conntrackd"), "needs conntrackd (Debian package conntrackd)"))
+@Suite(.serialized, requiresNamespaces, .enabled(if: Host.runs(if: Host.has("conntrackd")), "needs conntrackd (Debian package conntrackd)"))
 struct ConntrackdInteropTests {
     /// conntrackd's external cache (`conntrackd -e`) as (proto, src, dst, sport, dport) keys.
     func conntrackdExternal(_ ns: TestNamespace, config: String) throws -> Set<String> {

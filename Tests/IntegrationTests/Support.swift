@@ -1,109 +1,17 @@
 import Conntrack
 import Foundation
+@_exported import TestSupport
 import Testing
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// What the machine running the tests offers.
-enum Host {
-    static let isRoot = geteuid() == 0
-    static func has(_ tool: String) -> Bool {
-        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") }
-    }
-    static let canUseNamespaces = isRoot && has("ip")
-    static let hasConntrackTool = canUseNamespaces && has("conntrack")
-
-    /// The `ctsync` executable built beside this test bundle.
-    static let ctsync: String = {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        // The xctest bundle may be a directory on some layouts.
-        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
-        return dir.appendingPathComponent("ctsync").path
-    }()
-}
-
-struct CommandResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-    var lines: [String] { stdout.split(separator: "\n").map(String.init) }
-}
-
-/// Runs a command with its output in files (no pipe deadlock on large output), bounded in time:
-/// past `timeout` seconds it is killed and the result says so.
-@discardableResult
-func run(_ arguments: [String], input: String? = nil, timeout: Double = 120) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: arguments[0].hasPrefix("/") ? arguments[0] : "/usr/bin/env")
-    process.arguments = arguments[0].hasPrefix("/") ? Array(arguments.dropFirst()) : arguments
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-\(getpid())-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let out = dir.appendingPathComponent("out")
-    let err = dir.appendingPathComponent("err")
-    FileManager.default.createFile(atPath: out.path, contents: nil)
-    FileManager.default.createFile(atPath: err.path, contents: nil)
-    process.standardOutput = try FileHandle(forWritingTo: out)
-    process.standardError = try FileHandle(forWritingTo: err)
-    if let input {
-        let inFile = dir.appendingPathComponent("in")
-        try input.write(to: inFile, atomically: true, encoding: .utf8)
-        process.standardInput = try FileHandle(forReadingFrom: inFile)
-    } else {
-        process.standardInput = FileHandle.nullDevice
-    }
-    try process.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(5_000) }
-    var timedOut = false
-    if process.isRunning {
-        timedOut = true
-        process.terminate()
-    }
-    process.waitUntilExit()
-    let stdout = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-    var stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
-    if timedOut { stderr += "\n[killed after \(timeout) s]" }
-    return CommandResult(status: process.terminationStatus, stdout: stdout, stderr: stderr)
-}
-
-/// A network namespace made for one test (`ctt_<tag>_<pid>`), with loopback up, removed by `remove()`.
-final class TestNamespace {
-    let name: String
-
-    init(_ tag: String) throws {
-        name = "ctt_\(tag)_\(getpid())"
-        _ = try? run(["ip", "netns", "del", name])
-        let made = try run(["ip", "netns", "add", name])
-        guard made.status == 0 else { throw NamespaceError(message: "ip netns add \(name): \(made.stderr)") }
-        try run(["ip", "-n", name, "link", "set", "lo", "up"])
-    }
-
-    struct NamespaceError: Error { var message: String }
-
-    /// Runs a command inside the namespace.
-    @discardableResult
-    func exec(_ arguments: [String], input: String? = nil, timeout: Double = 120) throws -> CommandResult {
-        try run(["ip", "netns", "exec", name] + arguments, input: input, timeout: timeout)
-    }
-
-    /// Runs ctsync inside the namespace.
-    @discardableResult
-    func ctsync(_ arguments: [String], input: String? = nil, timeout: Double = 120) throws -> CommandResult {
-        try exec([Host.ctsync] + arguments, input: input, timeout: timeout)
-    }
-
+extension TestNamespace {
     /// Runs `body` with a kernel table opened inside the namespace.
     func table<T>(_ body: (KernelTable) throws -> T) throws -> T {
         let table = try NetworkNamespace.run(name) { try KernelTable() }
         return try body(table)
-    }
-
-    func remove() {
-        _ = try? run(["ip", "netns", "del", name])
     }
 }
 
@@ -161,6 +69,6 @@ struct ConntrackLine: Equatable {
 }
 
 let requiresNamespaces = Testing.ConditionTrait.enabled(
-    if: Host.canUseNamespaces, "needs root and iproute2: creates network namespaces and writes the kernel conntrack table")
+    if: Host.runs(if: Host.canUseNamespaces), "needs root and iproute2: creates network namespaces and writes the kernel conntrack table")
 let requiresConntrackTool = Testing.ConditionTrait.enabled(
-    if: Host.hasConntrackTool, "needs root and the conntrack tool (Debian package conntrack) to compare against")
+    if: Host.runs(if: Host.hasConntrackTool), "needs root and the conntrack tool (Debian package conntrack) to compare against")

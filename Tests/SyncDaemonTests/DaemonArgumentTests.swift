@@ -1,4 +1,6 @@
-import Conntrack
+import Configuration
+import ControlProtocol
+import FlowModel
 import Foundation
 import Testing
 

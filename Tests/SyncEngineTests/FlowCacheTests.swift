@@ -1,4 +1,5 @@
-import Conntrack
+import FlowModel
+import TestSupport
 import Testing
 
 @testable import SyncEngine
@@ -108,7 +109,7 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
     /// Random inserts and removals against a Dictionary as the model.
     @Test(arguments: [1, 2, 3])
     func behavesLikeADictionary(seed: UInt64) {
-        var rng = SplitMix(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         var table = FlowTable()
         var model: [FlowKey: CacheEntry] = [:]
         for step in 0..<20_000 {
@@ -134,17 +135,5 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
         #expect(Set(table.storage.map(\.flow.key)) == Set(model.keys))
         table.removeAll()
         #expect(table.count == 0 && table[udp(1).key] == nil)
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

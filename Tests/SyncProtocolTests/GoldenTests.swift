@@ -1,5 +1,6 @@
-import Conntrack
+import FlowModel
 import SyncProtocol
+import TestSupport
 import Testing
 
 /// Messages captured from conntrackd 1.4.7 (Debian) on this kernel, and what ctsync makes of

@@ -1,5 +1,6 @@
-import Conntrack
+import FlowModel
 import SyncProtocol
+import TestSupport
 import Testing
 
 /// Throws over a million broken inputs at the decoder: mutated valid messages, attribute soups,

@@ -1,5 +1,6 @@
-import Conntrack
+import FlowModel
 import SyncProtocol
+import TestSupport
 import Testing
 
 /// encode → decode over generated flows, and exactly what survives the trip.

@@ -5,7 +5,7 @@
 // each other and whatever decodes must re-encode into bytes that decode to the same thing; a
 // violation traps, which libFuzzer reports as a crash with the input saved.
 
-import Conntrack
+import FlowModel
 import SyncProtocol
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the SyncWire libFuzzer harness (scripts/fuzz/SyncWireFuzz.swift, with ASan) against the
-# Conntrack and SyncProtocol sources, and runs it for a bounded time.
+# FlowModel and SyncProtocol sources (no C library), and runs it for a bounded time.
 #
 #   scripts/fuzz/run.sh [SECONDS] [JOBS]     defaults: 60 seconds, 1 job
 #
 # Output goes to .build-fuzz/ (objects, the fuzzer, its corpus, crash artifacts); the corpus is
 # kept between runs. Exits non-zero if the fuzzer found a crash (the input is in
-# .build-fuzz/artifacts/). Needs swiftc (PATH or $SWIFTC), pkg-config and libnetfilter-conntrack-dev.
+# .build-fuzz/artifacts/). Needs swiftc (PATH or $SWIFTC) only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-60}
@@ -17,18 +17,15 @@ if [ -z "${SWIFTC:-}" ]; then
 fi
 mkdir -p "$out/obj" "$out/corpus" "$out/artifacts"
 
-flags=(-sanitize=fuzzer,address -parse-as-library -swift-version 6 -Onone -gline-tables-only -use-ld=lld -I Sources/CNetfilter -I "$out/obj")
-read -r -a cflags <<<"$(pkg-config --cflags libnetfilter_conntrack libmnl)"
-for f in "${cflags[@]}"; do flags+=(-Xcc "$f"); done
+flags=(-sanitize=fuzzer,address -parse-as-library -swift-version 6 -Onone -gline-tables-only -use-ld=lld -I "$out/obj")
 
-echo "fuzz: building Conntrack, SyncProtocol and the harness in $out"
-"$SWIFTC" "${flags[@]}" -wmo -module-name Conntrack -emit-module -emit-module-path "$out/obj/Conntrack.swiftmodule" \
-    -c Sources/Conntrack/*.swift -o "$out/obj/Conntrack.o"
+echo "fuzz: building FlowModel, SyncProtocol and the harness in $out"
+"$SWIFTC" "${flags[@]}" -wmo -module-name FlowModel -emit-module -emit-module-path "$out/obj/FlowModel.swiftmodule" \
+    -c Sources/FlowModel/*.swift -o "$out/obj/FlowModel.o"
 "$SWIFTC" "${flags[@]}" -wmo -module-name SyncProtocol -emit-module -emit-module-path "$out/obj/SyncProtocol.swiftmodule" \
     -c Sources/SyncProtocol/*.swift -o "$out/obj/SyncProtocol.o"
-read -r -a libs <<<"$(pkg-config --libs libnetfilter_conntrack libmnl)"
 "$SWIFTC" "${flags[@]}" -module-name SyncWireFuzz scripts/fuzz/SyncWireFuzz.swift \
-    "$out/obj/Conntrack.o" "$out/obj/SyncProtocol.o" "${libs[@]}" -o "$out/SyncWireFuzz"
+    "$out/obj/FlowModel.o" "$out/obj/SyncProtocol.o" -o "$out/SyncWireFuzz"
 
 # Seeds: messages conntrackd 1.4.7 sent (docs/protocol.md), an expectation, control messages.
 seeds=(

@@ -1,7 +1,9 @@
 import ArgumentParser
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
-import SyncDaemon
+import SystemCalls
 
 /// `ctsync cache internal|external`: the daemon's caches, with `ctsync kernel list`'s filters.
 struct CacheCommand: ParsableCommand {

@@ -1,6 +1,8 @@
 import ArgumentParser
+import Configuration
+import ControlProtocol
 import Foundation
-import SyncDaemon
+import SystemCalls
 
 /// `ctsync stats`: the daemon's statistics, in conntrackd's layout or as JSON.
 struct StatsCommand: ParsableCommand {

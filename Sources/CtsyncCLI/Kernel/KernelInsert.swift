@@ -1,7 +1,9 @@
 import ArgumentParser
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
-import SyncDaemon
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc

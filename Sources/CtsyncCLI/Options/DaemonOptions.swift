@@ -1,11 +1,13 @@
 import ArgumentParser
-import SyncDaemon
+import Configuration
+import ControlProtocol
+import SystemCalls
 
 /// How to reach the running daemon: through its configuration (`-C`, as ctsyncd and
 /// conntrackd take it) or a socket path given directly.
 struct DaemonOptions: ParsableArguments {
     @Option(name: [.customShort("C"), .customLong("config")], help: "The daemon's configuration file (its UNIX Path is the control socket).")
-    var config: String = DaemonArguments.defaultConfigPath
+    var config: String = DaemonConfig.defaultPath
 
     @Option(name: .customLong("socket"), help: "The control socket path (overrides -C).")
     var socket: String?

@@ -1,6 +1,8 @@
 import ArgumentParser
+import Configuration
 import Conntrack
-import SyncDaemon
+import ControlProtocol
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc

@@ -1,5 +1,8 @@
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc
@@ -33,16 +36,7 @@ final class DatagramChannel {
     private var ownAddresses: Set<IPAddress> = []
     private var buffer: [UInt8]
 
-    enum Failure: Error, CustomStringConvertible {
-        case setup(String, errno: Int32)
-        var description: String {
-            switch self {
-            case .setup(let what, let e): return "\(what): \(errnoText(e))"
-            }
-        }
-    }
-
-    init(_ config: ChannelConfig) throws(Failure) {
+    init(_ config: ChannelConfig) throws(SystemCallError) {
         self.config = config
         let family: AddressFamily = config.family
         let domain = family == .ipv4 ? AF_INET : AF_INET6
@@ -69,17 +63,17 @@ final class DatagramChannel {
             checksum = c.checksum
         }
         let rx = socket(domain, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard rx >= 0 else { throw .setup("UDP socket", errno: errno) }
+        guard rx >= 0 else { throw .last("UDP socket") }
         let tx = socket(domain, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard tx >= 0 else {
             close(rx)
-            throw .setup("UDP socket", errno: errno)
+            throw .last("UDP socket")
         }
-        func fail(_ what: String) -> Failure {
+        func fail(_ what: String) -> SystemCallError {
             let e = errno
             close(rx)
             close(tx)
-            return .setup(what, errno: e)
+            return SystemCallError(what, errno: e)
         }
         var one: Int32 = 1
         setsockopt(rx, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))

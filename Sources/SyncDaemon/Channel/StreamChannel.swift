@@ -1,39 +1,12 @@
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// A dedicated link to the peer, as the daemon's loop drives it.
-protocol SyncLink: AnyObject {
-    var config: ChannelConfig { get }
-    var counters: ChannelCounters { get }
-    /// The largest payload one send may carry.
-    var payloadLimit: Int { get }
-    /// What to poll now (descriptors change as a stream link connects and reconnects).
-    func pollDescriptors() -> [pollfd]
-    /// Handles one polled descriptor; hands every complete run of messages received to `body`.
-    func handle(_ result: pollfd, now: Int64, limit: Int, _ body: (UnsafeRawBufferPointer) -> Void)
-    /// Sends whole messages; false when the link itself looks gone (for a link switch).
-    @discardableResult func send(_ bytes: UnsafeRawBufferPointer) -> Bool
-    /// When `tick` has work (a reconnection), if ever.
-    var nextDeadline: Int64? { get }
-    /// False while sending now would only drop data (a stream link down with its queue full):
-    /// the caller then keeps its messages queued.
-    var canSend: Bool { get }
-    func tick(now: Int64)
-}
-
-extension DatagramChannel: SyncLink {
-    func pollDescriptors() -> [pollfd] { [pollfd(fd: receiveDescriptor, events: Int16(POLLIN), revents: 0)] }
-    func handle(_ result: pollfd, now: Int64, limit: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
-        receive(limit: limit, body)
-    }
-    var nextDeadline: Int64? { nil }
-    var canSend: Bool { true }
-    func tick(now: Int64) {}
-}
 
 /// conntrackd's TCP link: each side listens on its own address and port and connects to the
 /// peer's, so there are two connections, one per direction; the stream carries the same
@@ -77,8 +50,8 @@ final class StreamChannel: SyncLink {
     static let reconnectMilliseconds: Int64 = 1000
     static let headerSize = 8
 
-    init(_ config: ChannelConfig, errorQueueLength: Int) throws(DatagramChannel.Failure) {
-        guard case .tcp(let c) = config else { throw .setup("TCP link", errno: EINVAL) }
+    init(_ config: ChannelConfig, errorQueueLength: Int) throws(SystemCallError) {
+        guard case .tcp(let c) = config else { throw SystemCallError("TCP link", errno: EINVAL) }
         self.config = config
         local = c.localAddress
         peer = c.destination
@@ -92,7 +65,7 @@ final class StreamChannel: SyncLink {
         let fd = socket(
             local.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
             0)
-        guard fd >= 0 else { throw .setup("socket", errno: errno) }
+        guard fd >= 0 else { throw .last("TCP socket") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         if let size = c.receiveBufferSize { DatagramChannel.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
@@ -103,7 +76,7 @@ final class StreamChannel: SyncLink {
         guard bound == 0, listen(fd, 1) == 0 else {
             let e = errno
             close(fd)
-            throw .setup("listening on \(local) port \(port)", errno: e)
+            throw SystemCallError("listening on \(local) port \(port)", errno: e)
         }
         listenDescriptor = fd
     }
@@ -131,6 +104,8 @@ final class StreamChannel: SyncLink {
     var nextDeadline: Int64? { outbound < 0 && !pending.isEmpty ? nextConnect : nil }
 
     var canSend: Bool { isConnected ? pendingBytes < Self.connectedBacklogBytes : pending.count < pendingLimit }
+
+    var hasPendingOutput: Bool { isConnected && pendingBytes > 0 }
 
     func tick(now: Int64) {
         if outbound < 0 && now >= nextConnect { connect(now: now) }

@@ -1,5 +1,8 @@
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc
@@ -63,7 +66,7 @@ final class ControlServer {
     init(path: String, backlog: Int) throws(ControlError) {
         self.path = path
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw .io(operation: "socket", errno: errno) }
+        guard fd >= 0 else { throw .system(SystemCallError("socket", errno: errno)) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -85,13 +88,13 @@ final class ControlServer {
         guard bound == 0 else {
             let e = errno
             Glibc.close(fd)
-            throw .io(operation: "bind \(path)", errno: e)
+            throw .system(SystemCallError("bind \(path)", errno: e))
         }
         chmod(path, 0o600)
         guard listen(fd, Int32(max(1, backlog))) == 0 else {
             let e = errno
             Glibc.close(fd)
-            throw .io(operation: "listen", errno: e)
+            throw .system(SystemCallError("listen", errno: e))
         }
         listenDescriptor = fd
     }

@@ -1,4 +1,7 @@
+import Configuration
+import ControlProtocol
 import Foundation
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc

@@ -1,38 +1,13 @@
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
 import SyncEngine
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// What one commit did, as the daemon reports it (`ctsyncd -c`, `ctsync commit`).
-public struct CommitReport: Codable, Sendable, Equatable {
-    public var attempted = 0
-    public var created = 0
-    public var updated = 0
-    public var failed = 0
-    public var seconds = 0.0
-    /// The kernel's errors for the flows that failed: "errno text" → count.
-    public var errors: [String: Int] = [:]
-
-    public init() {}
-
-    /// The report as the control socket carries it.
-    public var json: String { (try? JSONEncoder().encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}" }
-
-    /// One line for people: what was committed, how fast.
-    public var summary: String {
-        let rate = seconds > 0 ? " (\(Int(Double(created + updated) / seconds)) flows/s)" : ""
-        var line =
-            "committed \(attempted) flows: \(created) created, \(updated) updated, \(failed) failed, in "
-            + String(format: "%.3f s", seconds) + rate
-        if !errors.isEmpty {
-            line += "; errors: " + errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
-        }
-        return line
-    }
-}
 
 /// Commits the external cache into the kernel table on a thread of its own, one commit at a
 /// time, so the daemon's loop (kernel events, the peer, the control socket) keeps running

@@ -1,3 +1,8 @@
+import Configuration
+import ControlProtocol
+import FlowModel
+import SystemCalls
+
 /// What `ctsyncd` was asked to do, from conntrackd's command line.
 public enum DaemonInvocation: Equatable, Sendable {
     /// Run the daemon (`-d`: in the background).
@@ -11,7 +16,7 @@ public enum DaemonInvocation: Equatable, Sendable {
 /// conntrackd(8)'s flags, parsed the way conntrackd does: one action, optional words after
 /// `-i -e -f -F -R -c -s` (matched by prefix, e.g. `-s n`), `-x` after `-i`/`-e`, `-C FILE`.
 public enum DaemonArguments {
-    public static let defaultConfigPath = "/etc/conntrackd/conntrackd.conf"
+    public static let defaultConfigPath = DaemonConfig.defaultPath
 
     public struct UsageError: Error, Equatable, CustomStringConvertible {
         public var message: String

@@ -1,4 +1,7 @@
+import Configuration
+import ControlProtocol
 import SyncEngine
+import SystemCalls
 
 /// Errors that stop the daemon from starting or running, in words.
 public enum DaemonError: Error, CustomStringConvertible {
@@ -10,19 +13,11 @@ public enum DaemonError: Error, CustomStringConvertible {
     }
 }
 
-/// The daemon's own counters (conntrackd's `-s runtime` and netlink statistics).
+/// The shell's own counters (the kernel mirror's are the node's: `SyncNode.mirror`).
 struct RuntimeStats {
     var startedAt: Int64 = 0
-    var eventsReceived = 0
-    var eventsFiltered = 0
     var eventsUnknown = 0
-    var overruns = 0
     var kernelFlushes = 0
-    var resyncs = 0
-    /// Flows a resync found in the cache but no longer in the kernel (removed: no ghosts).
-    var resyncRemoved = 0
-    /// Flows a resync found in the kernel but missing from the cache (added).
-    var resyncAdded = 0
     var bufferSize = 0
     var localRequests = 0
     var commits = 0
@@ -61,26 +56,26 @@ enum StatsReport {
             + "\t\tentry not found:\t\(pad(counters.destroyFailed))\n\n"
     }
 
-    static func runtime(_ s: RuntimeStats, now: Int64, readFailures: Int, unknownRequests: Int) -> String {
-        "daemon uptime: \(max(0, now - s.startedAt) / 60) min\n\n"
+    static func runtime(_ s: DaemonStatistics, eventsUnknown: Int) -> String {
+        "daemon uptime: \(s.uptimeSeconds / 60) min\n\n"
             + "netlink stats:\n"
-            + "\tevents received:\t\(pad(s.eventsReceived, 20))\n"
-            + "\tevents filtered:\t\(pad(s.eventsFiltered, 20))\n"
-            + "\tevents unknown type:\t\t\(pad(s.eventsUnknown))\n"
+            + "\tevents received:\t\(pad(s.netlink.eventsReceived, 20))\n"
+            + "\tevents filtered:\t\(pad(s.netlink.eventsFiltered, 20))\n"
+            + "\tevents unknown type:\t\t\(pad(eventsUnknown))\n"
             + "\tcatch event failed:\t\t\(pad(0))\n"
             + "\tdump unknown type:\t\t\(pad(0))\n"
-            + "\tnetlink overrun:\t\t\(pad(s.overruns))\n"
-            + "\tflush kernel table:\t\t\(pad(s.kernelFlushes))\n"
-            + "\tresync with kernel table:\t\(pad(s.resyncs))\n"
-            + "\tcurrent buffer size (in bytes):\t\(pad(s.bufferSize))\n\n"
+            + "\tnetlink overrun:\t\t\(pad(s.netlink.overruns))\n"
+            + "\tflush kernel table:\t\t\(pad(s.netlink.kernelFlushes))\n"
+            + "\tresync with kernel table:\t\(pad(s.netlink.resyncs))\n"
+            + "\tcurrent buffer size (in bytes):\t\(pad(s.netlink.bufferSize))\n\n"
             + "runtime stats:\n"
             + "\tchild process failed:\t\t\(pad(0))\n"
             + "\t\tchild process segfault:\t\(pad(0))\n"
             + "\t\tchild process termsig:\t\(pad(0))\n"
             + "\tselect failed:\t\t\t\(pad(0))\n"
             + "\twait failed:\t\t\t\(pad(0))\n"
-            + "\tlocal read failed:\t\t\(pad(readFailures))\n"
-            + "\tlocal unknown request:\t\t\(pad(unknownRequests))\n\n"
+            + "\tlocal read failed:\t\t\(pad(s.control.readFailed))\n"
+            + "\tlocal unknown request:\t\t\(pad(s.control.unknown))\n\n"
     }
 
     static func network(malformed: [String: Int] = [:], lost: Int = 0, before: Int = 0) -> String {

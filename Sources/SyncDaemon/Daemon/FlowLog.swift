@@ -1,5 +1,8 @@
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc

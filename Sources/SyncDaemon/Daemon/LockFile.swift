@@ -1,5 +1,8 @@
+import Configuration
 import Conntrack
+import ControlProtocol
 import Foundation
+import SystemCalls
 
 #if canImport(Glibc)
     import Glibc
@@ -17,13 +20,13 @@ final class LockFile {
 
     enum Failure: Error, CustomStringConvertible {
         case held(path: String, pid: String)
-        case io(path: String, errno: Int32)
+        case system(SystemCallError)
         var description: String {
             switch self {
             case .held(let path, let pid):
                 return "lock file \(path) is held by another ctsyncd (pid \(pid)): is it already running with this configuration?"
-            case .io(let path, let e):
-                return "cannot use lock file \(path): \(errnoText(e))"
+            case .system(let error):
+                return "cannot use lock file \(error)"
             }
         }
     }
@@ -33,7 +36,7 @@ final class LockFile {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .io(path: path, errno: errno) }
+        guard fd >= 0 else { throw .system(.last(path)) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let e = errno
             var buffer = [UInt8](repeating: 0, count: 32)
@@ -43,7 +46,7 @@ final class LockFile {
                 let pid = String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                 throw .held(path: path, pid: pid.isEmpty ? "unknown" : pid)
             }
-            throw .io(path: path, errno: e)
+            throw .system(SystemCallError(path, errno: e))
         }
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)

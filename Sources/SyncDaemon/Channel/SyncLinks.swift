@@ -1,0 +1,59 @@
+import Configuration
+import Foundation
+import SystemCalls
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The dedicated links to the peer, opened from the Sync section: up to four (conntrackd's
+/// `MULTICHANNEL_MAX`), all listened on; the node chooses which one sends (`SyncNode.currentLink`).
+/// FTFW repairs what was lost on the way: the mode is per peer, not per link.
+final class SyncLinks {
+    let links: [any SyncLink]
+    /// The smallest payload of all links, so a datagram fits whichever link carries it.
+    let payloadLimit: Int
+
+    init(_ config: SyncConfig) throws {
+        guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP, Multicast or TCP link") }
+        var opened: [any SyncLink] = []
+        for link in config.channels {
+            do {
+                if link.kind == .tcp {
+                    opened.append(try StreamChannel(link, errorQueueLength: config.errorQueueLength))
+                } else {
+                    opened.append(try DatagramChannel(link))
+                }
+            } catch {
+                throw DaemonError.startup("sync link \(link.interface): \(error)")
+            }
+        }
+        links = opened
+        payloadLimit = opened.map(\.payloadLimit).min() ?? 1472
+    }
+
+    var count: Int { links.count }
+    subscript(index: Int) -> any SyncLink { links[index] }
+    var names: [String] { links.map(\.config.interface) }
+
+    /// The earliest time a link wants its `tick` (a TCP reconnection).
+    var nextDeadline: Int64? { links.compactMap(\.nextDeadline).min() }
+
+    func tick(now: Int64) {
+        for link in links where (link.nextDeadline ?? .max) <= now { link.tick(now: now) }
+    }
+
+    /// A link's state in conntrackd's `-s link` words: DOWN (administratively), NO-CARRIER
+    /// (up, but no carrier or lower layer down: a veth whose peer is down), RUNNING. Read from
+    /// sysfs, which `ip netns exec` mounts for the daemon's namespace (its `flags` file holds
+    /// IFF_UP but never IFF_RUNNING, hence `operstate`).
+    static func status(_ interface: String) -> String {
+        func read(_ file: String) -> String? {
+            (try? String(contentsOfFile: "/sys/class/net/\(interface)/\(file)", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard let text = read("flags"), let flags = Int(text.dropFirst(2), radix: 16), flags & Int(IFF_UP) != 0 else { return "DOWN" }
+        let state = read("operstate") ?? "unknown"
+        return state == "up" || state == "unknown" ? "RUNNING" : "NO-CARRIER"
+    }
+}

@@ -1,0 +1,107 @@
+import Configuration
+import Conntrack
+import ControlProtocol
+import SyncEngine
+import SystemCalls
+
+/// Control requests (the UNIX socket: ctsync, `ctsyncd -C FILE -x`, conntrackd's own client):
+/// each becomes a node command or a read of the node's caches; the answer is conntrackd's text
+/// for a legacy request, JSON for ctsync's.
+extension Daemon {
+    func handleRequest(_ request: ControlRequest, legacy: Bool) -> ControlReply {
+        stats.localRequests += 1
+        let now = monotonicMilliseconds()
+        switch request {
+        case .dump(let which, let format, let filter):
+            if which == .external {
+                guard config.sync != nil else { return .success() }
+                return .success(bytes: dump(node.externalCache, format: format, filter: filter))
+            }
+            return .success(bytes: dump(node.internalCache, format: format, filter: filter))
+        case .stats(let section, let json):
+            return .success(json ? statistics().json : statsText(section))
+        case .flushCache(let which):
+            let flushed = node.flushCaches(internal: which != .external, external: which != .internal)
+            log.notice("flushing caches (\(which.map(\.rawValue) ?? "internal and external")): \(flushed) flows")
+            return .success(legacy ? "" : "{\"flushed\":\(flushed)}\n")
+        case .flushKernel:
+            do {
+                let removed = try KernelTable().delete(matching: filter.accepts)
+                stats.kernelFlushes += 1
+                node.kernelFlushed(now: now, environment: environment)
+                log.notice("flushed \(removed) flows from the kernel table")
+                return .success(legacy ? "" : "{\"flushed\":\(removed)}\n")
+            } catch {
+                return .failure("flushing the kernel table failed: \(error)")
+            }
+        case .resync:
+            guard let result = node.resyncWithKernel(reason: "requested", now: now, environment: environment) else {
+                return .failure("resync with the kernel table failed")
+            }
+            return .success(
+                legacy ? "" : "{\"flows\":\(node.internalCache.count),\"added\":\(result.added.count),\"removed\":\(result.removed.count)}\n")
+        case .resetTimers:
+            return resetTimers(legacy: legacy)
+        case .kill:
+            log.notice("stop requested on the control socket")
+            running = false
+            return .success()
+        case .sendBulk:
+            guard let queued = node.sendBulk() else { return .failure("bulk send (-B) needs a Sync section") }
+            log.notice("sending bulk update: \(queued) flows")
+            return .success(legacy ? "" : "{\"queued\":\(queued)}\n")
+        case .requestResync:
+            guard node.requestPeerResync() else { return .failure("resync request (-n) needs a Sync section") }
+            log.notice("resync requested from the peer")
+            return .success()
+        case .commit:
+            return commit()
+        case .expectations:
+            return .success()
+        }
+    }
+
+    private func dump(_ cache: FlowCache, format: DumpFormat, filter: FlowFilter?) -> [UInt8] {
+        let now = monotonicMilliseconds() / 1000
+        let text = FlowTextFormat()
+        var out: [UInt8] = []
+        out.reserveCapacity(cache.count * 160)
+        for entry in cache.entries {
+            if let filter, !filter.matches(entry.flow) { continue }
+            var flow = entry.flow
+            let age = max(0, now - entry.since)
+            switch format {
+            case .text:
+                // conntrackd hides the cached timeout: it only says when the cache learnt it.
+                flow.timeout = nil
+                out.append(contentsOf: (text.line(flow) + " [active since \(age)s]\n").utf8)
+            case .xml:
+                flow.timeout = nil
+                out.append(contentsOf: (FlowXML.element(flow) + "\n").utf8)
+            case .json:
+                out.append(contentsOf: (FlowJSON.encode(flow, extra: [("active_since", "\(age)")]) + "\n").utf8)
+            }
+        }
+        return out
+    }
+
+    /// `-t`: every accepted kernel flow whose timeout is longer than `PurgeTimeout` gets it.
+    private func resetTimers(legacy: Bool) -> ControlReply {
+        let purge = UInt32(clamping: config.sync?.purgeTimeout ?? 60)
+        do {
+            let table = try KernelTable()
+            var changed: [Flow] = []
+            try table.dump { flow in
+                guard filter.accepts(flow), (flow.timeout ?? 0) > purge else { return }
+                var f = flow
+                f.timeout = purge
+                changed.append(f)
+            }
+            let report = try table.write(changed, operation: .update)
+            log.notice("reset the timers of \(report.updated) kernel flows to \(purge) s (PurgeTimeout)")
+            return .success(legacy ? "" : "{\"updated\":\(report.updated),\"timeout\":\(purge)}\n")
+        } catch {
+            return .failure("resetting kernel timers failed: \(error)")
+        }
+    }
+}

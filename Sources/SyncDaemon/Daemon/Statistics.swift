@@ -1,0 +1,208 @@
+import Configuration
+import ControlProtocol
+import Foundation
+import SyncEngine
+import SystemCalls
+
+/// Every figure the daemon reports, as one value: encoded as JSON for `ctsync stats -o json`
+/// (snake_case keys) and rendered in conntrackd's `-s` text layouts by `statsText`.
+struct DaemonStatistics: Codable, Equatable {
+    struct Cache: Codable, Equatable {
+        var active: Int
+        var created: Int
+        var createFailed: Int
+        var updated: Int
+        var updateFailed: Int
+        var destroyed: Int
+        var destroyFailed: Int
+        var noSpace: Int
+
+        init(_ cache: FlowCache) {
+            let c = cache.counters
+            active = cache.count
+            created = c.created
+            createFailed = c.createFailed
+            updated = c.updated
+            updateFailed = c.updateFailed
+            destroyed = c.destroyed
+            destroyFailed = c.destroyFailed
+            noSpace = c.noSpace
+        }
+
+        var counters: CacheCounters {
+            var c = CacheCounters()
+            c.created = created
+            c.createFailed = createFailed
+            c.updated = updated
+            c.updateFailed = updateFailed
+            c.destroyed = destroyed
+            c.destroyFailed = destroyFailed
+            c.noSpace = noSpace
+            return c
+        }
+    }
+
+    struct Sync: Codable, Equatable {
+        var mode: String
+        var sent: Int
+        var received: Int
+        var retransmitted: Int
+        var acksSent: Int
+        var nacksSent: Int
+        var nacksReceived: Int
+        var lost: Int
+        var before: Int
+        var peerRestarts: Int
+        var resendQueue: Int
+        var resendQueueOverflows: Int
+        var malformed: Int
+        /// By conntrackd's `-s network` category.
+        var malformedKinds: [String: Int]
+        var currentLink: String
+        var datagramsSent: UInt64
+        var datagramsReceived: UInt64
+        var bytesSent: UInt64
+        var bytesReceived: UInt64
+        var sendErrors: UInt64
+    }
+
+    struct Traffic: Codable, Equatable {
+        var bytes: UInt64
+        var packets: UInt64
+    }
+
+    struct Netlink: Codable, Equatable {
+        var eventsReceived: Int
+        var eventsFiltered: Int
+        var overruns: Int
+        var resyncs: Int
+        var resyncAdded: Int
+        var resyncRemoved: Int
+        var kernelFlushes: Int
+        var bufferSize: Int
+        var silentFlows: Int
+    }
+
+    struct Inject: Codable, Equatable {
+        var created: Int
+        var updated: Int
+        var failed: Int
+        var destroyed: Int
+        var destroyFailed: Int
+        var eventsIgnored: Int
+    }
+
+    struct Commit: Codable, Equatable {
+        var commits: Int
+        var running: Bool
+        var created: Int
+        var updated: Int
+        var failed: Int
+    }
+
+    struct Control: Codable, Equatable {
+        var requests: Int
+        var readFailed: Int
+        var unknown: Int
+    }
+
+    var uptimeSeconds: Int64
+    var internalCache: Cache
+    var externalCache: Cache
+    var sync: Sync?
+    var hashLimit: Int
+    var traffic: Traffic
+    var netlink: Netlink
+    var inject: Inject?
+    var commit: Commit
+    var control: Control
+
+    enum CodingKeys: String, CodingKey {
+        case uptimeSeconds
+        case internalCache = "internal"
+        case externalCache = "external"
+        case sync, hashLimit, traffic, netlink, inject, commit, control
+    }
+
+    /// One line of JSON.
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return ((try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}") + "\n"
+    }
+}
+
+extension Daemon {
+    /// The figures as they are now.
+    func statistics() -> DaemonStatistics {
+        let now = monotonicMilliseconds() / 1000
+        var sync: DaemonStatistics.Sync?
+        if let mode = node.mode, let links = environment.links {
+            let e = mode.counters
+            let c = links[node.currentLink].counters
+            sync = DaemonStatistics.Sync(
+                mode: mode.name, sent: e.sent, received: e.received, retransmitted: e.retransmitted, acksSent: e.acksSent, nacksSent: e.nacksSent,
+                nacksReceived: e.nacksReceived, lost: e.lost, before: e.before, peerRestarts: e.peerRestarts, resendQueue: mode.resendQueueLength,
+                resendQueueOverflows: e.resendQueueOverflows, malformed: node.malformed.values.reduce(0, +), malformedKinds: node.malformed,
+                currentLink: links[node.currentLink].config.interface, datagramsSent: c.datagramsSent, datagramsReceived: c.datagramsReceived,
+                bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors)
+        }
+        let m = node.mirror
+        let inject = environment.injector.map { injector in
+            let c = injector.counters
+            return DaemonStatistics.Inject(
+                created: c.created, updated: c.updated, failed: c.createFailed, destroyed: c.destroyed, destroyFailed: c.destroyFailed,
+                eventsIgnored: listener?.ignoredEvents ?? 0)
+        }
+        return DaemonStatistics(
+            uptimeSeconds: max(0, now - stats.startedAt), internalCache: .init(node.internalCache), externalCache: .init(node.externalCache),
+            sync: sync, hashLimit: node.internalCache.limit,
+            traffic: .init(bytes: node.internalCache.trafficBytes, packets: node.internalCache.trafficPackets),
+            netlink: .init(
+                eventsReceived: m.eventsReceived, eventsFiltered: m.eventsFiltered, overruns: m.overruns, resyncs: m.resyncs,
+                resyncAdded: m.resyncAdded, resyncRemoved: m.resyncRemoved, kernelFlushes: stats.kernelFlushes, bufferSize: stats.bufferSize,
+                silentFlows: node.silentFlowCount),
+            inject: inject,
+            commit: .init(
+                commits: stats.commits, running: committer?.running ?? false, created: stats.commitCreated, updated: stats.commitUpdated,
+                failed: stats.commitFailed),
+            control: .init(requests: stats.localRequests, readFailed: control?.readFailures ?? 0, unknown: control?.unknownRequests ?? 0))
+    }
+
+    /// A `-s` section in conntrackd's layout.
+    func statsText(_ section: StatsSection) -> String {
+        let s = statistics()
+        let current = environment.links.map { $0[node.currentLink] }
+        let channel = current.map { StatsReport.channel($0.counters, device: $0.config.interface, kind: $0.config.kind) } ?? ""
+        switch section {
+        case .general:
+            return StatsReport.cacheSummary(name: "internal", active: s.internalCache.active, counters: s.internalCache.counters)
+                + (environment.injector.map { StatsReport.injectSummary($0.counters) }
+                    ?? StatsReport.cacheSummary(name: "external", active: s.externalCache.active, counters: s.externalCache.counters))
+                + StatsReport.traffic(bytes: s.traffic.bytes, packets: s.traffic.packets)
+                + channel
+                + StatsReport.messageTracking(malformed: s.sync?.malformed ?? 0, lost: s.sync?.lost ?? 0)
+        case .cache:
+            return StatsReport.cacheDetail(name: "internal", active: s.internalCache.active, counters: s.internalCache.counters)
+                + StatsReport.cacheDetail(name: "external", active: s.externalCache.active, counters: s.externalCache.counters)
+        case .runtime:
+            return StatsReport.runtime(s, eventsUnknown: stats.eventsUnknown)
+        case .network:
+            return StatsReport.network(malformed: s.sync?.malformedKinds ?? [:], lost: s.sync?.lost ?? 0, before: s.sync?.before ?? 0) + channel
+        case .rsqueue:
+            return "resent queue (len=\(s.sync?.resendQueue ?? 0))\n"
+        case .queue:
+            return StatsReport.queues()
+        case .link:
+            guard let links = environment.links else { return "" }
+            return links.links.enumerated().map { index, c in
+                StatsReport.channel(
+                    c.counters, device: c.config.interface, kind: c.config.kind, link: true, status: SyncLinks.status(c.config.interface),
+                    active: index == node.currentLink)
+            }.joined()
+        case .process, .expect:
+            return ""
+        }
+    }
+}

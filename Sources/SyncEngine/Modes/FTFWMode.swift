@@ -1,0 +1,406 @@
+import FlowModel
+import SyncProtocol
+
+/// conntrackd's FTFW mode (`sync-ftfw.c`): reliable replication, as a pure state machine driven
+/// by local flow changes, received messages and `tick`. No sockets, no clock, no randomness.
+///
+/// Sending: every message takes the next sequence number. Flow messages are built at send time
+/// from the flow's *current* state (a retransmission never resends a stale copy), and wait in the
+/// resend queue until acknowledged; NACKed ranges go out again with new numbers. Receiving: gaps
+/// are answered with a NACK, in-order messages are acknowledged every `windowSize` messages or
+/// after a second of silence. A hello (on a restart) resets both sides' reliability state.
+public struct FTFWMode: SyncMode {
+    public var name: String { "FTFW" }
+    public let windowSize: Int
+    public let resendQueueLimit: Int
+    /// Silence after which an ACK (if owed) or an ALIVE goes out, milliseconds.
+    public let aliveIntervalMilliseconds: Int64
+
+    enum Control: Hashable, Sendable {
+        case ack(UInt32, UInt32)
+        case nack(UInt32, UInt32)
+        case resync
+        case alive
+    }
+    enum Item: Hashable, Sendable {
+        case flow(FlowKey)
+        case control(Control)
+        /// A control message sent again under a new number: nothing left to wait for.
+        case hole
+    }
+
+    // Sending side.
+    private var nextSequence: UInt32
+    private var txQueue: [Item] = []
+    private var txFlows: Set<FlowKey> = []
+    /// Sent and not yet acknowledged, in sequence order.
+    private var resendQueue: [(sequence: UInt32, item: Item)] = []
+    private var resendHead = 0
+    private var resendFlows: [FlowKey: UInt32] = [:]
+    /// Flows created since they were last sent (sent as NEW, else UPDATE).
+    private var fresh: Set<FlowKey> = []
+    /// Destroyed flows whose DESTROY is not acknowledged yet.
+    private var tombstones: [FlowKey: Flow] = [:]
+    private enum Hello { case initial, saying, done }
+    private var hello = Hello.initial
+    private var sayHelloBack = false
+    /// The peer's messages carry hello (it has not seen our hello-back yet).
+    private var peerSaysHello = false
+    private var lastTransmit: Int64
+
+    // Receiving side.
+    private var lastReceived: UInt32?
+    private var ackFrom: UInt32 = 0
+    private var ackPending = false
+    private var window: Int
+
+    public private(set) var counters = SyncCounters()
+
+    public init(
+        initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000, now: Int64
+    ) {
+        self.windowSize = max(1, windowSize)
+        self.resendQueueLimit = max(1, resendQueueLimit)
+        self.aliveIntervalMilliseconds = aliveIntervalMilliseconds
+        nextSequence = initialSequence
+        window = self.windowSize
+        lastTransmit = now
+    }
+
+    /// Messages waiting for acknowledgement.
+    public var resendQueueLength: Int { resendQueue.count - resendHead }
+    /// Flows and control messages waiting to be sent.
+    public var transmitQueueLength: Int { txQueue.count }
+    /// True when no flow message is queued or waiting for acknowledgement (control messages
+    /// may be: idle peers acknowledge each other's acknowledgements forever).
+    public var isIdle: Bool { txFlows.isEmpty && resendFlows.isEmpty }
+
+    // MARK: - Local changes
+
+    /// A flow of the internal cache was created or changed: its current state goes out.
+    public mutating func flowChanged(_ key: FlowKey, created: Bool) {
+        tombstones.removeValue(forKey: key)
+        if created { fresh.insert(key) }
+        enqueue(key)
+    }
+
+    /// A flow left the internal cache: a DESTROY goes out (and is retransmitted until acked).
+    public mutating func flowDestroyed(_ flow: Flow) {
+        let key = flow.key
+        fresh.remove(key)
+        tombstones[key] = flow
+        enqueue(key)
+    }
+
+    /// Queues every given flow (a bulk send, or the answer to a peer's resync request).
+    public mutating func enqueueAll(_ keys: [FlowKey]) {
+        for key in keys { enqueue(key) }
+    }
+
+    /// Asks the peer for its whole internal cache.
+    public mutating func requestResync() {
+        counters.resyncsRequested += 1
+        txQueue.append(.control(.resync))
+    }
+
+    private mutating func enqueue(_ key: FlowKey) {
+        if txFlows.insert(key).inserted { txQueue.append(.flow(key)) }
+    }
+
+    // MARK: - Sending
+
+    /// Builds every queued message. `current` returns a live flow of the internal cache.
+    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
+        guard !txQueue.isEmpty else { return [] }
+        var out: [SyncMessage] = []
+        out.reserveCapacity(txQueue.count)
+        let items = txQueue
+        txQueue.removeAll(keepingCapacity: true)
+        txFlows.removeAll(keepingCapacity: true)
+        for item in items {
+            switch item {
+            case .flow(let key):
+                let body: SyncMessage.Body
+                if let flow = current(key) {
+                    body = .flow(fresh.remove(key) != nil ? .new : .update, flow)
+                } else if let dead = tombstones[key] {
+                    body = .flow(.destroy, dead)
+                } else {
+                    resendFlows.removeValue(forKey: key)
+                    continue  // gone and already announced
+                }
+                let sequence = take()
+                // A newer message for the flow supersedes the one waiting in the resend queue:
+                // that entry becomes a hole (`release` skips it).
+                if resendFlows[key] != nil { counters.retransmitted += 1 }
+                out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                remember(sequence, .flow(key))
+            case .control(let control):
+                let sequence = take()
+                let body: SyncMessage.Body
+                switch control {
+                case .ack(let from, let to):
+                    body = .ack(from: from, to: to)
+                    counters.acksSent += 1
+                case .nack(let from, let to):
+                    body = .nack(from: from, to: to)
+                    counters.nacksSent += 1
+                case .resync: body = .resync
+                case .alive: body = .alive
+                }
+                out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                if control != .alive { remember(sequence, item) }
+            case .hole:
+                break
+            }
+        }
+        counters.sent += out.count
+        lastTransmit = now
+        return out
+    }
+
+    private mutating func take() -> UInt32 {
+        let s = nextSequence
+        nextSequence &+= 1
+        return s
+    }
+
+    private mutating func helloFlags() -> MessageFlags {
+        var flags: MessageFlags = []
+        if hello == .initial { hello = .saying }
+        if hello == .saying { flags.insert(.hello) }
+        if sayHelloBack {
+            flags.insert(.helloBack)
+            sayHelloBack = false
+        }
+        return flags
+    }
+
+    private mutating func remember(_ sequence: UInt32, _ item: Item) {
+        if resendQueueLength >= resendQueueLimit {
+            // Full: the oldest unacknowledged message is given up (its loss can no longer be repaired).
+            counters.resendQueueOverflows += 1
+            dropOldest()
+        }
+        resendQueue.append((sequence, item))
+        if case .flow(let key) = item { resendFlows[key] = sequence }
+    }
+
+    private mutating func dropOldest() {
+        while resendHead < resendQueue.count {
+            let entry = resendQueue[resendHead]
+            resendHead += 1
+            if release(entry) { break }
+        }
+        compact()
+    }
+
+    /// Forgets a resend-queue entry; false if it was already a hole.
+    private mutating func release(_ entry: (sequence: UInt32, item: Item)) -> Bool {
+        switch entry.item {
+        case .flow(let key):
+            guard resendFlows[key] == entry.sequence else { return false }
+            resendFlows.removeValue(forKey: key)
+            if !txFlows.contains(key) { tombstones.removeValue(forKey: key) }
+            return true
+        case .control:
+            return true
+        case .hole:
+            return false
+        }
+    }
+
+    private mutating func compact() {
+        if resendHead > 4096 && resendHead * 2 > resendQueue.count {
+            resendQueue.removeFirst(resendHead)
+            resendHead = 0
+        }
+    }
+
+    // MARK: - Receiving
+
+    /// Digests one message from the peer. Returns what the daemon must do; replies (ACK, NACK,
+    /// data for a resync) are queued for the next `transmit`.
+    public mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction] {
+        counters.received += 1
+        var actions: [ModeAction] = []
+        let sequence = message.sequence
+        if message.hello.contains(.hello) { sayHelloBack = true }
+        if message.hello.contains(.helloBack) && hello == .saying { hello = .done }
+
+        var inSync = true
+        if message.hello.contains(.hello) && isRestart(sequence) {
+            // The peer (re)started: adopt its numbering (its first message is accepted whatever its
+            // number), and send again what it can no longer acknowledge. conntrackd drops those
+            // messages and skips gap detection for as long as the peer says hello; ctsync resends
+            // them and checks every later message, so nothing sent around a restart is lost.
+            peerSaysHello = true
+            if lastReceived != nil {
+                counters.peerRestarts += 1
+                actions.append(.peerRestarted)
+            }
+            // Acknowledgements owed to the old numbering mean nothing to the new one (a range
+            // from an old number would cover new messages never received): start afresh.
+            ackPending = false
+            window = windowSize
+            let unacknowledged = resendQueue[resendHead...]
+            resendQueue = []
+            resendHead = 0
+            for entry in unacknowledged {
+                if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence {
+                    resendFlows.removeValue(forKey: key)
+                    enqueue(key)
+                }
+            }
+        } else if let last = lastReceived {
+            if !message.hello.contains(.hello) { peerSaysHello = false }
+            let expected = last &+ 1
+            if sequence == expected {
+                inSync = true
+            } else if SequenceNumber.after(sequence, expected) {
+                inSync = false
+                if !digest(message, into: &actions) { return actions }
+                if ackPending { txQueue.append(.control(.ack(ackFrom, expected &- 1))) }
+                txQueue.append(.control(.nack(expected, sequence &- 1)))
+                counters.lost += Int(sequence &- expected)
+                window = windowSize - 1
+                ackFrom = sequence
+                ackPending = true
+                lastReceived = sequence
+                return actions
+            } else {
+                counters.before += 1
+                return actions
+            }
+        }
+        if inSync {
+            if !digest(message, into: &actions) { return actions }
+            if !ackPending {
+                ackFrom = sequence
+                ackPending = true
+            }
+            window -= 1
+            if window <= 0 {
+                txQueue.append(.control(.ack(ackFrom, sequence)))
+                window = windowSize
+                ackPending = false
+            }
+            lastReceived = sequence
+        }
+        return actions
+    }
+
+    /// A hello starts a new numbering when it is the first, or when its number does not follow
+    /// ours (a peer that restarted again before finishing its hello, numbered from its clock).
+    private func isRestart(_ sequence: UInt32) -> Bool {
+        guard peerSaysHello, let last = lastReceived else { return true }
+        let expected = last &+ 1
+        return SequenceNumber.before(sequence, expected) || sequence &- expected > 1 << 24
+    }
+
+    /// Applies a message's meaning; false for a malformed one (no sequence bookkeeping then).
+    private mutating func digest(_ message: SyncMessage, into actions: inout [ModeAction]) -> Bool {
+        switch message.body {
+        case .flow(let kind, let flow):
+            actions.append(.apply(kind, flow))
+        case .expectation:
+            break
+        case .ack(let from, let to):
+            guard !SequenceNumber.before(to, from) else {
+                counters.malformed += 1
+                return false
+            }
+            acknowledge(from: from, to: to)
+        case .nack(let from, let to):
+            guard !SequenceNumber.before(to, from) else {
+                counters.malformed += 1
+                return false
+            }
+            counters.nacksReceived += 1
+            retransmit(from: from, to: to)
+        case .resync:
+            actions.append(.bulkRequested)
+        case .alive:
+            break
+        }
+        return true
+    }
+
+    // The resend queue is in sequence order, so an ACK or NACK only walks its head, up to `to`:
+    // O(range), not O(queue), which matters with 100k messages in flight.
+
+    private mutating func acknowledge(from: UInt32, to: UInt32) {
+        var index = resendHead
+        while index < resendQueue.count, !SequenceNumber.after(resendQueue[index].sequence, to) {
+            let entry = resendQueue[index]
+            if SequenceNumber.before(entry.sequence, from) {
+                // The peer acknowledges past this message without having acknowledged or asked
+                // for it: it never saw it (it was lost before the peer started counting, e.g.
+                // around a restart). conntrackd leaves such messages waiting forever; ctsync sends
+                // the flow again (its current state) and drops stale acknowledgements.
+                // A resync request lost that way is asked again: without it the restarted
+                // peer would never get our table.
+                switch entry.item {
+                case .flow(let key) where resendFlows[key] == entry.sequence: enqueue(key)
+                case .control(.resync): txQueue.append(.control(.resync))
+                default: break
+                }
+            } else {
+                _ = release(entry)
+            }
+            index += 1
+        }
+        resendHead = index
+        compact()
+    }
+
+    private mutating func retransmit(from: UInt32, to: UInt32) {
+        var index = resendHead
+        while index < resendQueue.count, !SequenceNumber.after(resendQueue[index].sequence, to) {
+            let entry = resendQueue[index]
+            if SequenceNumber.between(entry.sequence, from, to) {
+                switch entry.item {
+                case .flow(let key):
+                    // Sent again with its current state; this entry becomes a hole at transmit.
+                    if resendFlows[key] == entry.sequence { enqueue(key) }
+                case .control(let control):
+                    txQueue.append(.control(control))
+                    resendQueue[index].item = .hole
+                case .hole:
+                    break
+                }
+            }
+            index += 1
+        }
+    }
+
+    // MARK: - Time
+
+    /// After a second without sending: acknowledge what is owed, or say we are alive.
+    public mutating func tick(now: Int64, internalCache: FlowCache) -> Int64? {
+        tick(now: now)
+        return nil
+    }
+
+    /// After a second without sending: acknowledge what is owed, or say we are alive.
+    public mutating func tick(now: Int64) {
+        guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
+        if ackPending, let last = lastReceived {
+            txQueue.append(.control(.ack(ackFrom, last)))
+            ackPending = false
+            window = windowSize
+        } else {
+            txQueue.append(.control(.alive))
+        }
+    }
+
+    /// For tests: what is waiting, in words.
+    var debugState: String {
+        "next=\(nextSequence) tx=\(txQueue.count) rs=\(resendQueue[resendHead...].map { "\($0.sequence):\($0.item)" }.prefix(8)) "
+            + "flowsAwaitingAck=\(resendFlows.values.sorted().prefix(8)) lastReceived=\(lastReceived.map(String.init) ?? "-") "
+            + "ackFrom=\(ackFrom) ackPending=\(ackPending) hello=\(hello) peerSaysHello=\(peerSaysHello)"
+    }
+
+    /// When `tick` next has something to do.
+    public var nextTick: Int64 { lastTransmit + aliveIntervalMilliseconds }
+}

@@ -1,0 +1,110 @@
+import FlowModel
+import SyncProtocol
+
+/// The sending and receiving half NOTRACK and ALARM share: conntrackd's numbering and messages,
+/// every change sent once and then forgotten (no resend queue, no ACK, NACK or hello); received
+/// numbers only feed the loss statistics. A flow changed several times before the next
+/// `transmit` goes out once, in its latest state.
+struct SendOnceQueue: Sendable {
+    private var nextSequence: UInt32
+    private var queue: [Item] = []
+    private var queued: Set<FlowKey> = []
+    /// Flows created since they were last sent (sent as NEW, else UPDATE).
+    private var fresh: Set<FlowKey> = []
+    /// Destroyed flows whose DESTROY is not sent yet.
+    private var tombstones: [FlowKey: Flow] = [:]
+    private var lastReceived: UInt32?
+    private(set) var lastTransmit: Int64
+    var counters = SyncCounters()
+
+    enum Item: Hashable, Sendable {
+        case flow(FlowKey)
+        case resync
+        case alive
+    }
+
+    init(initialSequence: UInt32, now: Int64) {
+        nextSequence = initialSequence
+        lastTransmit = now
+    }
+
+    var count: Int { queue.count }
+    var isIdle: Bool { queued.isEmpty }
+
+    mutating func flowChanged(_ key: FlowKey, created: Bool) {
+        tombstones.removeValue(forKey: key)
+        if created { fresh.insert(key) }
+        enqueue(key)
+    }
+
+    mutating func flowDestroyed(_ flow: Flow) {
+        fresh.remove(flow.key)
+        tombstones[flow.key] = flow
+        enqueue(flow.key)
+    }
+
+    mutating func enqueue(_ key: FlowKey) {
+        if queued.insert(key).inserted { queue.append(.flow(key)) }
+    }
+
+    mutating func append(_ item: Item) {
+        if case .resync = item { counters.resyncsRequested += 1 }
+        queue.append(item)
+    }
+
+    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
+        guard !queue.isEmpty else { return [] }
+        var out: [SyncMessage] = []
+        out.reserveCapacity(queue.count)
+        for item in queue {
+            let body: SyncMessage.Body
+            switch item {
+            case .flow(let key):
+                if let flow = current(key) {
+                    body = .flow(fresh.remove(key) != nil ? .new : .update, flow)
+                } else if let dead = tombstones.removeValue(forKey: key) {
+                    body = .flow(.destroy, dead)
+                } else {
+                    continue  // gone and already announced
+                }
+            case .resync: body = .resync
+            case .alive: body = .alive
+            }
+            out.append(SyncMessage(sequence: nextSequence, body: body))
+            nextSequence &+= 1
+        }
+        queue.removeAll(keepingCapacity: true)
+        queued.removeAll(keepingCapacity: true)
+        counters.sent += out.count
+        lastTransmit = now
+        return out
+    }
+
+    /// Data is applied whatever its number (numbers only count losses); a resync request is
+    /// answered; ACK and NACK are not part of these modes (counted as malformed).
+    mutating func receive(_ message: SyncMessage) -> [ModeAction] {
+        counters.received += 1
+        var actions: [ModeAction] = []
+        switch message.body {
+        case .ack, .nack:
+            counters.malformed += 1
+            return actions
+        case .flow(let kind, let flow):
+            actions.append(.apply(kind, flow))
+        case .resync:
+            actions.append(.bulkRequested)
+        case .alive, .expectation:
+            break
+        }
+        if let last = lastReceived {
+            let expected = last &+ 1
+            if SequenceNumber.after(message.sequence, expected) {
+                counters.lost += Int(message.sequence &- expected)
+            } else if SequenceNumber.before(message.sequence, expected) {
+                counters.before += 1
+            }
+        }
+        lastReceived = message.sequence
+        return actions
+    }
+}

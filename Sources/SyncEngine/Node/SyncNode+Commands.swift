@@ -1,0 +1,32 @@
+import FlowModel
+import SyncProtocol
+
+/// What an operator (the control socket) or keepalived's notify script asks of the node.
+extension SyncNode {
+    /// Empties the internal cache, the external one, or both; returns how many flows went.
+    /// Nothing goes to the peer: `-f` forgets, it does not destroy.
+    public mutating func flushCaches(internal flushInternal: Bool, external flushExternal: Bool) -> Int {
+        var flushed = 0
+        if flushInternal { flushed += internalCache.flush() }
+        if flushExternal { flushed += externalCache.flush() }
+        return flushed
+    }
+
+    /// Queues the whole internal cache for the peer (`-B`); nil without a Sync section.
+    public mutating func sendBulk() -> Int? {
+        guard mode != nil else { return nil }
+        mode!.enqueueAll(internalCache.keys)
+        return internalCache.count
+    }
+
+    /// Asks the peer for its whole table (`-n`); false without a Sync section.
+    public mutating func requestPeerResync() -> Bool {
+        guard mode != nil else { return false }
+        mode!.requestResync()
+        return true
+    }
+
+    /// The external cache's entries as they are now: what a commit writes into the kernel (a
+    /// snapshot: flushes and updates during the commit do not disturb it).
+    public var commitSnapshot: ContiguousArray<CacheEntry> { externalCache.entries }
+}

@@ -1,0 +1,164 @@
+import FlowModel
+import SyncProtocol
+
+/// The peer side: sending, receiving, the choice of link, restarts and the sweep after them,
+/// ALARM's expiry, and where the peer's flows go.
+extension SyncNode {
+    // MARK: - Sending
+
+    /// Writes what was received for the kernel (`DisableExternalCache`), then sends everything
+    /// the mode has queued, packed into datagrams of at most the links' payload size, on the
+    /// current link.
+    public mutating func transmit(now: Int64, environment env: some SyncNodeEnvironment) {
+        if !injectQueue.isEmpty {
+            let changes = injectQueue
+            injectQueue.removeAll(keepingCapacity: true)
+            env.inject(changes)
+        }
+        guard mode != nil, let sync = settings.sync else { return }
+        // A link that cannot take more (TCP, reconnecting, queue full): the messages wait in the
+        // mode (one per flow, the latest state) rather than being encoded and dropped.
+        guard env.canSend(link: currentLink) else { return }
+        let cache = internalCache
+        let messages = mode!.transmit(now: now) { cache[$0]?.flow }
+        guard !messages.isEmpty else { return }
+        datagram.removeAll(keepingCapacity: true)
+        for message in messages {
+            encoded.removeAll(keepingCapacity: true)
+            SyncWire.encode(message, into: &encoded, options: sync.encodeOptions)
+            if !datagram.isEmpty && datagram.count + encoded.count > sync.payloadLimit {
+                send(now: now, environment: env)
+                datagram.removeAll(keepingCapacity: true)
+            }
+            datagram += encoded
+        }
+        if !datagram.isEmpty { send(now: now, environment: env) }
+    }
+
+    /// Sends the datagram on the current link; a failure that says the link is gone makes the
+    /// next running link current at once, and the datagram goes out there.
+    private mutating func send(now: Int64, environment env: some SyncNodeEnvironment) {
+        let link = currentLink
+        let sent = datagram.withUnsafeBytes { env.send($0, link: link) }
+        if sent || linkCount == 1 { return }
+        checkLinks(now: now, environment: env)
+        if currentLink != link {
+            let next = currentLink
+            _ = datagram.withUnsafeBytes { env.send($0, link: next) }
+        }
+    }
+
+    // MARK: - Receiving
+
+    /// Digests one datagram from link `link`. conntrackd's receive loop: a framing error ends
+    /// the datagram; a message whose payload is rejected is skipped, but its sequence number
+    /// still counts (so it is acknowledged, not asked for again and again). Valid messages on
+    /// another link than the current one make it current (the peer's choice is followed).
+    public mutating func receive(_ bytes: UnsafeRawBufferPointer, link: Int, now: Int64, environment env: some SyncNodeEnvironment) {
+        guard mode != nil else { return }
+        let (frames, error) = SyncWire.decodeFrames(bytes)
+        if let error { malformed[error.statsCategory.rawValue, default: 0] += 1 }
+        var valid = false
+        for frame in frames {
+            let message: SyncMessage
+            switch frame.message {
+            case .success(let decoded):
+                message = decoded
+                valid = true
+            case .failure(let error):
+                malformed[error.statsCategory.rawValue, default: 0] += 1
+                message = SyncMessage(sequence: frame.header.sequence, hello: frame.header.flags, body: .alive)
+            }
+            for action in mode!.receive(message, now: now) { act(on: action, now: now, environment: env) }
+        }
+        if valid && link != currentLink && link >= 0 && link < linkCount {
+            switchLink(to: link, reason: "the peer sends on it", environment: env)
+        }
+    }
+
+    private mutating func act(on action: ModeAction, now: Int64, environment env: some SyncNodeEnvironment) {
+        switch action {
+        case .apply(let kind, let flow) where injects:
+            injectQueue.append((kind, flow))
+        case .apply(.destroy, let flow):
+            externalCache.remove(flow)
+            stale?.remove(flow.key)
+            lastPeerData = now
+        case .apply(_, let flow):
+            externalCache.store(flow, now: now / 1000)
+            stale?.remove(flow.key)
+            lastPeerData = now
+        case .bulkRequested:
+            env.log(.notice, "resync requested by the peer: sending \(internalCache.count) flows")
+            mode!.enqueueAll(internalCache.keys)
+        case .peerRestarted:
+            // Ask for its table and send ours; what it does not announce again is swept.
+            env.log(.notice, "the peer restarted: requesting its table, sending ours (\(internalCache.count) flows)")
+            stale = Set(externalCache.keys)
+            lastPeerData = now
+            mode!.requestResync()
+            mode!.enqueueAll(internalCache.keys)
+        }
+    }
+
+    // MARK: - After a peer's restart
+
+    /// The peer restarted: every flow we hold for it is suspect until it announces it again (its
+    /// startup announcement, or the answer to our resync request). Once it has been quiet for
+    /// `staleSweepMilliseconds`, the flows it did not announce go: conntrackd keeps them forever,
+    /// the ghosts of connections that ended while the peer was down.
+    mutating func sweepStale(now: Int64, environment env: some SyncNodeEnvironment) {
+        guard let keys = stale, now - lastPeerData >= Self.staleSweepMilliseconds else { return }
+        stale = nil
+        var removed = 0
+        for key in keys {
+            if let entry = externalCache[key] {
+                externalCache.remove(entry.flow)
+                removed += 1
+            }
+        }
+        env.log(.notice, "after the peer's restart: \(removed) flows it no longer has removed from the external cache")
+    }
+
+    /// ALARM: the peer's flows not refreshed since `limit` (seconds) are gone at the peer.
+    mutating func expireExternal(before limit: Int64, environment env: some SyncNodeEnvironment) {
+        var expired: [Flow] = []
+        for entry in externalCache.entries where entry.lastUpdate < limit { expired.append(entry.flow) }
+        for flow in expired { externalCache.remove(flow) }
+        if !expired.isEmpty {
+            env.log(.notice, "\(expired.count) flows of the peer not refreshed for CacheTimeout: removed from the external cache")
+        }
+    }
+
+    // MARK: - Links
+
+    /// With several links: if the current one is down, the next one that runs takes over.
+    /// Checked each second and after a failed send.
+    mutating func checkLinks(now: Int64, environment env: some SyncNodeEnvironment) {
+        guard linkCount > 1 else { return }
+        nextLinkCheck = now + 1000
+        if env.isRunning(link: currentLink) {
+            noLinkLogged = false
+            return
+        }
+        for step in 1..<linkCount {
+            let candidate = (currentLink + step) % linkCount
+            if env.isRunning(link: candidate) {
+                switchLink(to: candidate, reason: "\(linkName(currentLink)) is down", environment: env)
+                return
+            }
+        }
+        if !noLinkLogged {
+            env.log(.warning, "no dedicated link available: every sync link is down")
+            noLinkLogged = true
+        }
+    }
+
+    private mutating func switchLink(to index: Int, reason: String, environment env: some SyncNodeEnvironment) {
+        guard index != currentLink else { return }
+        currentLink = index
+        env.log(.notice, "device \(linkName(index)) becomes the dedicated link (\(reason))")
+    }
+
+    func linkName(_ index: Int) -> String { settings.sync?.linkNames[index] ?? "link \(index)" }
+}

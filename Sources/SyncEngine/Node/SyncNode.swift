@@ -1,0 +1,204 @@
+import FlowModel
+import SyncProtocol
+
+/// One firewall's sync state, whole and pure: the internal cache (the kernel table, exactly),
+/// the external cache (what the peers replicated), the sync mode, and every policy that decides
+/// exactness: resync after overruns and for flows that never report, the peer-restart sweep,
+/// ALARM's expiry, the choice of link, and where the peer's flows go (external cache or kernel).
+///
+/// Inputs: kernel events (`kernelEvents`), datagrams with the link they came on (`receive`),
+/// control commands (`flushCaches`, `sendBulk`, `requestPeerResync`, `resyncWithKernel`) and
+/// time (`tick`). Outputs go through the `SyncNodeEnvironment` the caller passes in: datagrams
+/// to send, kernel dumps and writes, log lines. `nextDeadline` says when `tick` next has work.
+/// No sockets, no clock, no C: the daemon drives it from its poll loop, the tests from a
+/// simulated network, seeded and deterministic.
+public struct SyncNode: Sendable {
+    /// What the configuration decides for a node.
+    public struct Settings: Sendable {
+        /// `HashLimit`: the most flows each cache holds.
+        public var hashLimit: Int
+        /// `HashSize`: the flows to make room for at start.
+        public var expectedFlows: Int
+        /// The `Filter` section: the flows the internal cache mirrors.
+        public var accepts: @Sendable (Flow) -> Bool
+        /// Kernel events are read (false: the table is polled, `PollSecs`).
+        public var listensToEvents: Bool
+        /// `PollSecs`, in milliseconds: the table is re-read this often (instead of events).
+        public var pollMilliseconds: Int64?
+        /// `NetlinkOverrunResync`: the latest time (seconds) after an overrun at which the
+        /// table is re-read; nil when off.
+        public var overrunResyncSeconds: Int?
+        /// Stats mode: every flow that ends is handed to `flowEnded`.
+        public var logsEndedFlows: Bool
+        /// The Sync section; nil for a node that only mirrors its kernel.
+        public var sync: Sync?
+
+        public init(
+            hashLimit: Int, expectedFlows: Int = 0, accepts: @escaping @Sendable (Flow) -> Bool = { _ in true }, listensToEvents: Bool = true,
+            pollMilliseconds: Int64? = nil, overrunResyncSeconds: Int? = 30, logsEndedFlows: Bool = false, sync: Sync? = nil
+        ) {
+            self.hashLimit = hashLimit
+            self.expectedFlows = expectedFlows
+            self.accepts = accepts
+            self.listensToEvents = listensToEvents
+            self.pollMilliseconds = pollMilliseconds
+            self.overrunResyncSeconds = overrunResyncSeconds
+            self.logsEndedFlows = logsEndedFlows
+            self.sync = sync
+        }
+    }
+
+    /// Replication's settings.
+    public struct Sync: Sendable {
+        public var mode: SyncModeSettings
+        /// How many dedicated links there are (all listened on, one sends).
+        public var linkCount: Int
+        /// The link that sends first (the configuration's default link, else the first).
+        public var initialLink: Int
+        /// The links' names for the log (their interfaces).
+        public var linkNames: [String]
+        /// The largest datagram payload every link carries.
+        public var payloadLimit: Int
+        public var encodeOptions: EncodeOptions
+        /// `DisableExternalCache on`: the peer's flows go into the kernel as they arrive.
+        public var injects: Bool
+        /// `StartupResync on`: ask the peer for its table at start.
+        public var startupResync: Bool
+        /// The number of the first message (the daemon takes the clock's seconds, as conntrackd).
+        public var initialSequence: UInt32
+
+        public init(
+            mode: SyncModeSettings, linkCount: Int = 1, initialLink: Int = 0, linkNames: [String] = [], payloadLimit: Int = 1472,
+            encodeOptions: EncodeOptions = EncodeOptions(),
+            injects: Bool = false, startupResync: Bool = false, initialSequence: UInt32 = 0
+        ) {
+            self.mode = mode
+            self.linkCount = max(1, linkCount)
+            self.initialLink = min(max(0, initialLink), self.linkCount - 1)
+            self.linkNames = (0..<self.linkCount).map { $0 < linkNames.count ? linkNames[$0] : "link \($0)" }
+            self.payloadLimit = payloadLimit
+            self.encodeOptions = encodeOptions
+            self.injects = injects
+            self.startupResync = startupResync
+            self.initialSequence = initialSequence
+        }
+    }
+
+    public let settings: Settings
+    public internal(set) var internalCache: FlowCache
+    public internal(set) var externalCache: FlowCache
+    /// The sync mode; nil without a Sync section.
+    public internal(set) var mode: (any SyncMode)?
+    /// The link that sends now.
+    public internal(set) var currentLink: Int
+    /// Malformed messages by conntrackd's `-s network` category.
+    public internal(set) var malformed: [String: Int] = [:]
+    public internal(set) var mirror = MirrorCounters()
+
+    // Kernel mirror.
+    /// When a resync from a dump is owed (after an overrun), the latest time it runs.
+    var resyncDue: Int64?
+    /// The last time an event arrived: an owed resync runs once the stream is quiet.
+    var lastEventAt: Int64 = 0
+    /// Flows loaded from the table at start that have not reported an event since (see
+    /// `checkSilentFlows`).
+    var silent: Set<FlowKey> = []
+    var silentCheckDue: Int64?
+    var pollDue: Int64?
+
+    // Peer side.
+    /// After the peer restarted: its flows we hold that it has not announced again yet.
+    var stale: Set<FlowKey>?
+    var lastPeerData: Int64 = 0
+    var nextLinkCheck: Int64 = 0
+    var noLinkLogged = false
+    /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
+    var injectQueue: [(FlowMessageKind, Flow)] = []
+    var datagram: [UInt8] = []
+    var encoded: [UInt8] = []
+
+    /// Quiet time (no data from the restarted peer) after which the flows it did not announce
+    /// again are ghosts.
+    public static let staleSweepMilliseconds: Int64 = 2000
+    /// Quiet time after the last event before an owed resync runs.
+    public static let resyncQuietMilliseconds: Int64 = 200
+
+    public init(settings: Settings, now: Int64) {
+        self.settings = settings
+        internalCache = FlowCache(limit: settings.hashLimit, expectedCount: min(settings.expectedFlows, settings.hashLimit))
+        externalCache = FlowCache(limit: settings.hashLimit)
+        mode = settings.sync.map { $0.mode.make(initialSequence: $0.initialSequence, now: now) }
+        currentLink = settings.sync?.initialLink ?? 0
+        nextLinkCheck = now
+        if let poll = settings.pollMilliseconds, !settings.listensToEvents { pollDue = now + max(1, poll) }
+    }
+
+    /// The number of links (0 without a Sync section).
+    public var linkCount: Int { settings.sync?.linkCount ?? 0 }
+    /// True when the peer's flows go into the kernel instead of the external cache.
+    public var injects: Bool { settings.sync?.injects ?? false }
+
+    /// Loads the kernel's table into the internal cache (subscribe to events first: what
+    /// changes meanwhile is queued, not lost), announces it to the peer, and asks for the
+    /// peer's when configured to.
+    public mutating func start(now: Int64, environment env: some SyncNodeEnvironment) throws {
+        let dumped = try env.readKernelTable()
+        let result = internalCache.resync(with: dumped, now: now / 1000, accepts: settings.accepts)
+        env.log(
+            .notice,
+            "internal cache loaded: \(internalCache.count) flows from the kernel (\(dumped.count - internalCache.count) filtered out\(result.rejected > 0 ? ", \(result.rejected) over HashLimit" : ""))"
+        )
+        if settings.listensToEvents && internalCache.count > 0 {
+            silent = Set(internalCache.keys)
+            silentCheckDue = now + Self.silentPeriod(flows: dumped.count)
+        }
+        guard mode != nil, let sync = settings.sync else { return }
+        // The mode is mutated in place (`mode!`) everywhere: a copy would duplicate its queues.
+        mode!.enqueueAll(internalCache.keys)
+        if sync.startupResync {
+            mode!.requestResync()
+            env.log(.notice, "resync requested from the peer (StartupResync)")
+        }
+    }
+
+    /// When `tick` next has something to do (nil: only an input can give it work).
+    public var nextDeadline: Int64? {
+        var deadlines: [Int64?] = [silentCheckDue, pollDue, mode?.nextTick, stale == nil ? nil : lastPeerData + Self.staleSweepMilliseconds]
+        if let due = resyncDue { deadlines.append(min(due, lastEventAt + Self.resyncQuietMilliseconds)) }
+        if linkCount > 1 { deadlines.append(nextLinkCheck) }
+        return deadlines.compactMap { $0 }.min()
+    }
+
+    /// Runs what is due: an owed resync, the silent-flow re-read, polling, the mode's timers
+    /// (keep-alives, acknowledgements, ALARM's refresh and expiry), the link check, the sweep
+    /// after a peer's restart.
+    public mutating func tick(now: Int64, environment env: some SyncNodeEnvironment) {
+        if let due = resyncDue, now >= due || now - lastEventAt >= Self.resyncQuietMilliseconds {
+            resyncDue = nil
+            resyncWithKernel(reason: "event overrun", now: now, environment: env)
+        }
+        if let due = silentCheckDue, now >= due { checkSilentFlows(now: now, environment: env) }
+        if let due = pollDue, now >= due {
+            resyncWithKernel(reason: "poll", now: now, environment: env)
+            pollDue = now + max(1, settings.pollMilliseconds ?? 1000)
+        }
+        if let due = mode?.nextTick, now >= due, let expiry = mode!.tick(now: now, internalCache: internalCache) {
+            expireExternal(before: expiry, environment: env)
+        }
+        if linkCount > 1, now >= nextLinkCheck { checkLinks(now: now, environment: env) }
+        sweepStale(now: now, environment: env)
+    }
+
+    // MARK: - Announcing local changes
+
+    /// Tells the peer about a change of the internal cache.
+    mutating func announce(_ change: CacheChange) {
+        guard mode != nil else { return }
+        switch change {
+        case .created(let key): mode!.flowChanged(key, created: true)
+        case .updated(let key): mode!.flowChanged(key, created: false)
+        case .destroyed(let flow): mode!.flowDestroyed(flow)
+        case .rejected, .none: break
+        }
+    }
+}
