@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Conntrack", "SyncProtocol", "FlowModel", "SystemCalls", "TestSupport"]),
+            dependencies: ["Conntrack", "SyncProtocol", "FlowModel", "SystemCalls", "ControlProtocol", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -111,7 +111,8 @@ public enum FlowJSON {
         }
 
         let proto: L4Protocol
-        if let name = o["proto"] as? String {
+        // conntrack names a protocol it does not know "unknown": its number says which.
+        if let name = o["proto"] as? String, name != "unknown" || o["protonum"] == nil {
             guard let p = L4Protocol(name: name) else { throw fail("proto", "unknown protocol '\(name)'") }
             proto = p
         } else if let n = try int(o, "protonum", "protonum", as: UInt8.self) {

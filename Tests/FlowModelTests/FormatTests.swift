@@ -68,6 +68,16 @@ import Testing
         #expect(back == expected, "\(text)")
     }
 
+    /// A protocol conntrack has no name for (IGMP, say) prints as "unknown" with its number,
+    /// and reads back by that number (a multicast link's own IGMP flow once broke cache dumps).
+    @Test func unnamedProtocolsRoundTripByNumber() throws {
+        let igmp = Flow(
+            proto: L4Protocol(rawValue: 2), original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("224.0.0.22")!), timeout: 30)
+        let text = FlowJSON.encode(igmp)
+        #expect(text.contains("\"proto\":\"unknown\""))
+        #expect(try FlowJSON.decode(text) == igmp)
+    }
+
     @Test func stableFieldNames() {
         let text = FlowJSON.encode(Samples.all[2], extra: [("event", "\"new\"")])
         #expect(

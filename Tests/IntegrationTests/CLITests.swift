@@ -143,5 +143,18 @@ import Testing
         #expect(report?["created"] as? Int == 3000)
         #expect(report?["sendmsg_calls"] as? Int == 30)
         #expect(try ns.ctsync(["kernel", "count"]).stdout == "3000\n")
+        // The same flows came back, whole (the countdown of timeouts and kernel ids aside).
+        func contents(_ lines: [String]) throws -> Set<Flow> {
+            Set(
+                try lines.map(FlowJSON.decode).map { flow -> Flow in
+                    var f = flow
+                    f.timeout = nil
+                    f.id = nil
+                    f.use = nil
+                    return f
+                })
+        }
+        let restored = try ns.ctsync(["kernel", "list", "-o", "json"])
+        #expect(try contents(restored.lines) == contents(json.lines))
     }
 }

@@ -1,69 +1,11 @@
 import Conntrack
+import ControlProtocol
 import Foundation
 import Testing
 
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// A ruleset that makes the namespace track and NAT (loads nf_nat, enables connlabels).
-private let trackingRuleset = """
-    table inet cttcommit {
-        chain input {
-            type filter hook input priority 0;
-            ct state established accept
-            meta mark 0x7fff ct label set 127
-        }
-    }
-    table ip cttnat {
-        chain post {
-            type nat hook postrouting priority 100;
-            meta mark 0x7fff masquerade
-        }
-    }
-    table ip6 cttnat6 {
-        chain post {
-            type nat hook postrouting priority 100;
-            meta mark 0x7fff masquerade
-        }
-    }
-    """
-
-/// What a committed flow must keep of the original: identity, NAT (reply tuple), state,
-/// mark, zone, labels and the NAT status bits. Timeouts and counters are not compared.
-private func essentials(_ flow: Flow) -> String {
-    let nat = flow.status.intersection([.srcNAT, .dstNAT, .seenReply, .assured])
-    return "\(flow.key) reply=\(flow.reply) tcp=\(flow.tcp?.state.rawValue ?? 0) mark=\(flow.mark) zone=\(flow.zone) "
-        + "labels=\(flow.labels.bits) status=\(nat.rawValue)"
-}
-
-/// A varied set: plain TCP, SNAT, DNAT, SNAT with a port change, UDP, ICMP, zone, mark,
-/// labels, IPv6 (also NATed).
-private func variedFlows() -> [Flow] {
-    var flows: [Flow] = []
-    for i in 0..<200 {
-        var f = testFlow(20_000 + i, mark: UInt32(i % 5))
-        if i % 7 == 0 { f.zone = 7 }
-        if i % 11 == 0 { f.labels = FlowLabels(bits: [1, 64, 127]) }
-        flows.append(f)
-    }
-    var snat = testFlow(30_001, src: "198.18.10.1", dst: "198.19.0.80")
-    snat.reply = Tuple(source: IPAddress("198.19.0.80")!, destination: IPAddress("198.18.99.1")!, sourcePort: 80, destinationPort: 30_001)
-    var snatPort = testFlow(30_002, src: "198.18.10.1", dst: "198.19.0.80")
-    snatPort.reply = Tuple(source: IPAddress("198.19.0.80")!, destination: IPAddress("198.18.99.1")!, sourcePort: 80, destinationPort: 61_000)
-    var dnat = testFlow(30_003, src: "198.19.5.5", dst: "198.18.99.1")
-    dnat.reply = Tuple(source: IPAddress("198.18.10.20")!, destination: IPAddress("198.19.5.5")!, sourcePort: 8080, destinationPort: 30_003)
-    var udp = testFlow(30_004, proto: .udp, src: "198.18.10.2", dst: "198.19.0.53")
-    udp.reply.destination = IPAddress("198.18.99.2")!
-    var icmp = Flow(
-        proto: .icmp, original: Tuple(source: IPAddress("198.18.10.3")!, destination: IPAddress("198.19.0.1")!),
-        icmp: ICMPInfo(type: 8, code: 0, id: 4242), status: [.seenReply], timeout: 30)
-    icmp.mark = 9
-    var v6 = testFlow(30_005, src: "2001:db8::1", dst: "2001:db8:1::80")
-    v6.reply.destination = IPAddress("2001:db8:99::1")!
-    flows += [snat, snatPort, dnat, udp, icmp, v6, testFlow(30_006, src: "2001:db8::2", dst: "2001:db8:1::80")]
-    return flows
-}
 
 @Suite(.serialized, requiresNamespaces) struct CommitTests {
     /// Flows made on a (with NAT, marks, zones, labels) reach b's external cache; b's commit
@@ -136,39 +78,24 @@ private func variedFlows() -> [Flow] {
         try #require(created == count)
         #expect(try eventually(within: 20) { try db.externalCount() == count })
 
-        // Two commits at once: one runs, the other is told so.
-        func launch() throws -> (Process, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["ip", "netns", "exec", pair.b.name, Host.ctsync, "commit", "-C", db.configPath]
-            let out = db.directory + "/commit-\(UUID().uuidString.prefix(6))"
-            _ = FileManager.default.createFile(atPath: out, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-            p.standardOutput = handle
-            p.standardError = handle
-            try p.run()
-            return (p, out)
+        // Two commits at once, made certain: the daemon is stopped (SIGSTOP) while both
+        // requests are written to its control socket, then continued; it reads both in one
+        // turn of its loop, so the second arrives while the first runs and must be refused.
+        let pid = db.process.processIdentifier
+        kill(pid, SIGSTOP)
+        let stopped = eventually(within: 5) {
+            // /proc/PID/stat: "pid (comm) STATE ...": T when stopped.
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            return stat.split(separator: ")").last?.split(separator: " ").first == "T"
         }
-        let first = try launch()
-        // Wait (bounded) until the daemon says a commit runs, then ask for another.
-        let sawRunning = try eventually(within: 5) {
-            ((try db.stats()["commit"] as? [String: Any])?["running"] as? Bool) == true || !first.0.isRunning
-        }
-        #expect(sawRunning)
-        let second = try pair.b.ctsync(["commit", "-C", db.configPath])
-        let deadline = Date().addingTimeInterval(60)
-        while first.0.isRunning && Date() < deadline { usleep(10_000) }
-        let firstOutput = (try? String(contentsOfFile: first.1, encoding: .utf8)) ?? ""
-        #expect(first.0.terminationStatus == 0, "\(firstOutput)")
-        #expect(firstOutput.contains("\(count) created"), "\(firstOutput)")
-        if first.0.terminationStatus == 0 && !firstOutput.isEmpty && second.status != 0 {
-            #expect(second.stderr.contains("already in progress"), "\(second.stderr)")
-            print("concurrent commit refused: \(second.stderr)")
-        } else {
-            // The first finished before the second arrived (a very fast machine): then the
-            // second must have updated everything.
-            #expect(second.stdout.contains("\(count) updated"), "\(second.stdout) \(second.stderr)")
-        }
+        try #require(stopped, "ctsyncd did not stop")
+        let requests = try (0..<2).map { _ in try ControlConnection(path: db.socketPath, request: Array(ControlRequest.commit.encoded())) }
+        kill(pid, SIGCONT)
+        let answers = requests.map { $0.answer(within: 60) }
+        let refused = answers.filter { $0.contains("already in progress") }
+        let done = answers.filter { $0.contains("\"created\":\(count)") }
+        #expect(refused.count == 1 && done.count == 1, "\(answers)")
+        print("concurrent commit refused: \(refused.first ?? "-")")
         let timeouts = try pair.b.table { try $0.dump().map { $0.timeout ?? 0 } }
         #expect(timeouts.count == count)
         #expect(timeouts.allSatisfy { $0 > 1200 && $0 <= 1234 })
@@ -178,5 +105,42 @@ private func variedFlows() -> [Flow] {
         let down = try pair.b.ctsync(["commit", "--socket", socket])
         #expect(down.status == 1)
         #expect(down.stderr.contains("running"), "\(down.stderr)")
+    }
+}
+
+/// A raw connection to a daemon's control socket: the request is written at once (the daemon
+/// may be stopped), the answer read later, bounded in time.
+final class ControlConnection {
+    let fd: Int32
+
+    init(path: String, request: [UInt8]) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw TestNamespace.NamespaceError(message: "connect \(path): \(errno)") }
+        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        guard sent == request.count else { throw TestNamespace.NamespaceError(message: "send: \(sent)") }
+    }
+
+    /// Everything the daemon answers until it closes the connection (or the time is up).
+    func answer(within seconds: Double) -> String {
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { continue }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

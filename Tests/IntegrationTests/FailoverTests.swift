@@ -36,6 +36,7 @@ import Testing
         // Control: without the commit the same kind of connection stalls, so the test can fail.
         #expect(result["control_replicated"] as? Bool == true)
         #expect(result["control_survived"] as? Bool == false)
+        #expect(result["control_kernel_had_flow"] as? Bool == false, "without a commit the backup's kernel must not know the flow")
         #expect(result["control_recovered_by_commit"] as? Bool == true)
     }
 }

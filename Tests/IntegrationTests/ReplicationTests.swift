@@ -101,6 +101,31 @@ extension TestDaemon {
     func externalCount() throws -> Int { (try stats()["external"] as? [String: Any])?["active"] as? Int ?? -1 }
 }
 
+/// What `namespace`'s kernel holds of `flows` (its own state of them), as conntrack prints it.
+func kernel(_ namespace: TestNamespace, _ flows: [Flow]) throws -> Set<LineEssentials> {
+    let wanted = Set(flows.map(\.key))
+    return Set(try namespace.table { try $0.dump() }.filter { wanted.contains($0.key) }.map(LineEssentials.init))
+}
+
+extension Set where Element == LineEssentials {
+    var withoutReplies: Set<LineEssentials> { Swift.Set(map(\.withoutReply)) }
+}
+
+/// A ctsyncd's external cache in the same form.
+func external(_ daemon: TestDaemon) throws -> Set<LineEssentials> {
+    Set(try daemon.externalCache().map(LineEssentials.init))
+}
+
+/// Both namespaces track, NAT and carry labels; returns a varied set of flows for each (TCP
+/// states, SNAT, DNAT, marks, zones, labels, ICMP, IPv6), disjoint, not written yet.
+func variedPair(_ pair: SyncPair) throws -> (onA: [Flow], onB: [Flow]) {
+    for ns in [pair.a, pair.b] {
+        let r = try ns.exec(["nft", "-f", "-"], input: trackingRuleset)
+        try #require(r.status == 0, "nft: \(r.stderr)")
+    }
+    return (variedFlows(), variedFlows(offset: 1000))
+}
+
 @Suite(.serialized, requiresNamespaces) struct ReplicationTests {
     /// Flows of one side appear in the other's external cache, field by field; destroys follow.
     @Test func flowsReplicateBothWaysAndDestroysFollow() throws {
@@ -113,23 +138,26 @@ extension TestDaemon {
         }
         try da.start()
         try db.start()
-        var onA = burst(500)
-        onA[0].mark = 77
-        onA[1].labels = FlowLabels()
-        let onB = burst(300, base: 0xC612_8000)
+        let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
-        #expect(try eventually(within: 10) { try db.externalCount() == 500 && da.externalCount() == 300 })
-        let external = try db.externalCache()
-        let kernel = try pair.a.table { try $0.dump() }
-        #expect(Set(external.map(\.key)) == Set(kernel.map(\.key)))
-        for flow in kernel {
-            let mirrored = external.first { $0.key == flow.key }
-            #expect(mirrored.map { $0.mark == flow.mark && $0.status.contains(.confirmed) == flow.status.contains(.confirmed) } == true)
+        // Whole flows, both ways: tuples (NAT), TCP state, mark, zone as each kernel holds them.
+        do {
+            let (ok, why) = agree(within: 10, { try external(db).among(onA) }, { try kernel(pair.a, onA) })
+            #expect(ok, "\(why)")
         }
-        try pair.a.table { try $0.flush() }
-        #expect(try eventually(within: 10) { try db.externalCount() == 0 })
-        #expect(try da.externalCount() == 300)
+        do {
+            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
+            #expect(ok, "\(why)")
+        }
+        // And what the text leaves out: labels and the status bits.
+        let mirrored = Dictionary(try db.externalCache().map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        for flow in try pair.a.table({ try $0.dump() }) where onA.contains(where: { $0.key == flow.key }) {
+            #expect(mirrored[flow.key].map { essentials($0) } == essentials(flow))
+        }
+        try pair.a.table { _ = try $0.write(onA, operation: .delete) }
+        #expect(try eventually(within: 10) { try external(db).among(onA).isEmpty })
+        #expect(try external(da).among(onB) == kernel(pair.b, onB))
     }
 
     /// NOTRACK: best effort, the same messages without acknowledgements; on a lossless link
@@ -149,9 +177,11 @@ extension TestDaemon {
         #expect(try eventually(within: 10) { try db.externalCount() == 500 })
         try pair.a.table { _ = try $0.write(Array(onA[0..<200]), operation: .delete) }
         #expect(try eventually(within: 10) { try db.externalCount() == 300 })
+        #expect(try Set(db.externalCache().map(\.key)) == Set(onA[200...].map(\.key)))
         #expect(try db.ctsyncd(["-f", "external"]).status == 0)
+        #expect(try db.externalCount() == 0, "-f external left flows: -n would prove nothing")
         #expect(try db.ctsyncd(["-n"]).status == 0)
-        #expect(try eventually(within: 10) { try db.externalCount() == 300 })
+        #expect(try eventually(within: 10) { try Set(db.externalCache().map(\.key)) == Set(onA[200...].map(\.key)) })
         let sync = try #require(try da.stats()["sync"] as? [String: Any])
         #expect(sync["mode"] as? String == "NOTRACK")
         #expect(sync["acks_sent"] as? Int == 0 && sync["resend_queue"] as? Int == 0)
@@ -423,6 +453,8 @@ extension TestDaemon {
         try pair.a.table { _ = try $0.write(burst(400), operation: .create) }
         try pair.b.table { _ = try $0.write(burst(100, base: 0xC612_8000), operation: .create) }
         #expect(try eventually(within: 10) { try db.externalCount() == 400 && da.externalCount() == 100 })
+        #expect(try Set(db.externalCache().map(\.key)) == Set(burst(400).map(\.key)))
+        #expect(try Set(da.externalCache().map(\.key)) == Set(burst(100, base: 0xC612_8000).map(\.key)))
         try pair.a.table { try $0.flush() }
         #expect(try eventually(within: 10) { try db.externalCount() == 0 })
         // Our own datagrams never come back as the peer's (multicast loop is off; own sources ignored).
@@ -473,19 +505,10 @@ extension ConntrackdProcess {
 
 @Suite(.serialized, requiresNamespaces, .enabled(if: Host.runs(if: Host.has("conntrackd")), "needs conntrackd (Debian package conntrackd)"))
 struct ConntrackdInteropTests {
-    /// conntrackd's external cache (`conntrackd -e`) as (proto, src, dst, sport, dport) keys.
-    func conntrackdExternal(_ ns: TestNamespace, config: String) throws -> Set<String> {
+    /// conntrackd's external cache (`conntrackd -e`), whole flows as its dump prints them.
+    func conntrackdExternal(_ ns: TestNamespace, config: String) throws -> Set<LineEssentials> {
         let r = try ns.exec(["conntrackd", "-C", config, "-e"])
-        return Set(
-            r.lines.compactMap(ConntrackLine.init).map {
-                "\($0.proto) \($0.original["src"] ?? "") \($0.original["dst"] ?? "") \($0.original["sport"] ?? "") \($0.original["dport"] ?? "")"
-            })
-    }
-
-    func keys(_ flows: [Flow]) -> Set<String> {
-        Set(
-            flows.map { "\($0.proto.name) \($0.original.source) \($0.original.destination) \($0.original.sourcePort) \($0.original.destinationPort)" }
-        )
+        return Set(r.lines.compactMap(ConntrackLine.init).map(LineEssentials.init))
     }
 
     /// ALARM both ways (conntrackd's ALARM answers no -n or -B: the refresh carries the table).
@@ -498,21 +521,47 @@ struct ConntrackdInteropTests {
         let conntrackd = try ConntrackdProcess(pair.b, config: dbConfigOnly)
         defer { conntrackd.stop() }
         #expect(conntrackd.answers(within: 10))
-        let onA = burst(200)
+        let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
-        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(onA) })
-        let onB = burst(150, base: 0xC612_8000)
+        do {
+            let (ok, why) = agree(
+                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies }
+            )
+            #expect(ok, "\(why)")
+        }
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
-        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(onB) })
+        do {
+            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
+            #expect(ok, "\(why)")
+        }
         try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
         try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
-        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
-        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(Array(onB[50...])) })
-        // conntrackd forgets, ctsyncd's refresh (RefreshTime 2) brings the flows back.
+        do {
+            let (ok, why) = agree(
+                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+            #expect(ok, "\(why)")
+        }
+        do {
+            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
+            #expect(ok, "\(why)")
+        }
+        // conntrackd forgets, ctsyncd's refresh (RefreshTime 2) brings the flows back. Right
+        // after the flush at most one refresh slice (half the flows) can be back.
         #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
-        #expect(try eventually(within: 8) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
+        let afterFlush = try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA).count
+        #expect(afterFlush < onA.count - 100, "conntrackd still holds \(afterFlush) of \(onA.count - 100) flows after -f external")
+        do {
+            let (ok, why) = agree(
+                within: 8, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+            #expect(ok, "\(why)")
+        }
+        // Neither side saw a malformed message or a gap (a lossless veth).
         let network = try da.ctsyncd(["-s", "network"]).stdout
-        #expect(network.contains("Malformed messages:\t                   0"), "\(network)")
+        #expect(networkErrors(network) == 0, "\(network)")
+        let theirs = try conntrackd.client(["-s", "network"]).stdout
+        #expect(theirs.contains("Malformed messages:") && networkErrors(theirs) == 0, "conntrackd: \(theirs)")
     }
 
     /// FTFW over UDP, multicast and TCP, and NOTRACK over UDP (best effort: no loss on a veth).
@@ -528,29 +577,56 @@ struct ConntrackdInteropTests {
         #expect(conntrackd.answers(within: 10))
 
         // ctsyncd → conntrackd.
-        let onA = burst(200)
+        let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
-        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(onA) })
+        do {
+            let (ok, why) = agree(
+                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies }
+            )
+            #expect(ok, "\(why)")
+        }
         // conntrackd → ctsyncd.
-        let onB = burst(150, base: 0xC612_8000)
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
-        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(onB) })
+        do {
+            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
+            #expect(ok, "\(why)")
+        }
         // Destroys propagate both ways.
         try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
         try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
-        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
-        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(Array(onB[50...])) })
+        do {
+            let (ok, why) = agree(
+                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+            #expect(ok, "\(why)")
+        }
+        do {
+            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
+            #expect(ok, "\(why)")
+        }
 
         // -n (ctsyncd asks conntrackd for its table) after flushing our external cache.
         #expect(try da.ctsyncd(["-f", "external"]).status == 0)
-        #expect(try da.externalCache().isEmpty)
+        #expect(try external(da).among(onB).isEmpty, "-n would prove nothing")
         #expect(try da.ctsyncd(["-n"]).status == 0)
-        #expect(try eventually(within: 10) { try keys(da.externalCache()) == keys(Array(onB[50...])) })
+        do {
+            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
+            #expect(ok, "\(why)")
+        }
         // -B the other way: conntrackd flushes its external cache, ctsyncd bulk-sends.
         #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
+        #expect(try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA).isEmpty, "-B would prove nothing")
         #expect(try da.ctsyncd(["-B"]).status == 0)
-        #expect(try eventually(within: 10) { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath) == keys(Array(onA[100...])) })
+        do {
+            let (ok, why) = agree(
+                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+            #expect(ok, "\(why)")
+        }
+        // Neither side saw a malformed message or a gap (a lossless veth).
         let network = try da.ctsyncd(["-s", "network"]).stdout
-        #expect(network.contains("Malformed messages:\t                   0"), "\(network)")
+        #expect(networkErrors(network) == 0, "\(network)")
+        let theirs = try conntrackd.client(["-s", "network"]).stdout
+        #expect(theirs.contains("Malformed messages:") && networkErrors(theirs) == 0, "conntrackd: \(theirs)")
     }
 }

@@ -72,3 +72,139 @@ let requiresNamespaces = Testing.ConditionTrait.enabled(
     if: Host.runs(if: Host.canUseNamespaces), "needs root and iproute2: creates network namespaces and writes the kernel conntrack table")
 let requiresConntrackTool = Testing.ConditionTrait.enabled(
     if: Host.runs(if: Host.hasConntrackTool), "needs root and the conntrack tool (Debian package conntrack) to compare against")
+
+/// A ruleset that makes the namespace track and NAT (loads nf_nat, enables connlabels).
+let trackingRuleset = """
+    table inet cttcommit {
+        chain input {
+            type filter hook input priority 0;
+            ct state established accept
+            meta mark 0x7fff ct label set 127
+        }
+    }
+    table ip cttnat {
+        chain post {
+            type nat hook postrouting priority 100;
+            meta mark 0x7fff masquerade
+        }
+    }
+    table ip6 cttnat6 {
+        chain post {
+            type nat hook postrouting priority 100;
+            meta mark 0x7fff masquerade
+        }
+    }
+    """
+
+/// What a committed flow must keep of the original: identity, NAT (reply tuple), state,
+/// mark, zone, labels and the NAT status bits. Timeouts and counters are not compared.
+func essentials(_ flow: Flow) -> String {
+    let nat = flow.status.intersection([.srcNAT, .dstNAT, .seenReply, .assured])
+    return "\(flow.key) reply=\(flow.reply) tcp=\(flow.tcp?.state.rawValue ?? 0) mark=\(flow.mark) zone=\(flow.zone) "
+        + "labels=\(flow.labels.bits) status=\(nat.rawValue)"
+}
+
+/// A varied set: plain TCP, SNAT, DNAT, SNAT with a port change, UDP, ICMP, zone, mark,
+/// labels, IPv6 (also NATed). `offset` moves every port and id (a second, disjoint set).
+func variedFlows(offset: Int = 0) -> [Flow] {
+    var flows: [Flow] = []
+    for i in 0..<200 {
+        var f = testFlow(20_000 + offset + i, mark: UInt32(i % 5))
+        if i % 7 == 0 { f.zone = 7 }
+        if i % 11 == 0 { f.labels = FlowLabels(bits: [1, 64, 127]) }
+        // TCP in the states a firewall pair carries besides ESTABLISHED.
+        let states: [TCPState] = [.established, .synRecv, .finWait, .closeWait, .lastAck, .timeWait]
+        f.tcp = TCPInfo(state: states[i % states.count])
+        flows.append(f)
+    }
+    var snat = testFlow(30_001 + offset, src: "198.18.10.1", dst: "198.19.0.80")
+    snat.reply = Tuple(
+        source: IPAddress("198.19.0.80")!, destination: IPAddress("198.18.99.1")!, sourcePort: 80, destinationPort: UInt16(30_001 + offset))
+    var snatPort = testFlow(30_002 + offset, src: "198.18.10.1", dst: "198.19.0.80")
+    snatPort.reply = Tuple(
+        source: IPAddress("198.19.0.80")!, destination: IPAddress("198.18.99.1")!, sourcePort: 80, destinationPort: UInt16(61_000 + offset))
+    var dnat = testFlow(30_003 + offset, src: "198.19.5.5", dst: "198.18.99.1")
+    dnat.reply = Tuple(
+        source: IPAddress("198.18.10.20")!, destination: IPAddress("198.19.5.5")!, sourcePort: 8080, destinationPort: UInt16(30_003 + offset))
+    var udp = testFlow(30_004 + offset, proto: .udp, src: "198.18.10.2", dst: "198.19.0.53")
+    udp.reply.destination = IPAddress("198.18.99.2")!
+    var icmp = Flow(
+        proto: .icmp, original: Tuple(source: IPAddress("198.18.10.3")!, destination: IPAddress("198.19.0.1")!),
+        icmp: ICMPInfo(type: 8, code: 0, id: UInt16(4242 + offset)), status: [.seenReply], timeout: 30)
+    icmp.mark = 9
+    var v6 = testFlow(30_005 + offset, src: "2001:db8::1", dst: "2001:db8:1::80")
+    v6.reply.destination = IPAddress("2001:db8:99::1")!
+    flows += [snat, snatPort, dnat, udp, icmp, v6, testFlow(30_006 + offset, src: "2001:db8::2", dst: "2001:db8:1::80")]
+    return flows
+}
+
+/// What two daemons' dumps in conntrack's line layout must agree on for one flow: both tuples
+/// (so NAT), the protocol state, mark and zone. Parsed from the text, so the same parser reads
+/// conntrackd's dumps and ctsync's own rendering of kernel flows.
+struct LineEssentials: Hashable, CustomStringConvertible {
+    var proto: String
+    var state: String?
+    var original: [String: String]
+    var reply: [String: String]
+    var mark: String
+    var zone: String
+
+    init(_ line: ConntrackLine) {
+        proto = line.proto
+        state = line.state
+        original = line.original.filter { ["src", "dst", "sport", "dport", "type", "code", "id"].contains($0.key) }
+        reply = line.reply.filter { ["src", "dst", "sport", "dport", "type", "code", "id"].contains($0.key) }
+        mark = line.other["mark"] ?? "0"
+        zone = line.other["zone"] ?? "0"
+    }
+
+    /// A kernel flow as conntrack prints it, parsed back.
+    init(_ flow: Flow) {
+        var f = flow
+        f.timeout = nil
+        self.init(ConntrackLine(FlowTextFormat().line(f))!)
+    }
+
+    var description: String { "\(proto) \(state ?? "-") \(original) \(reply) mark=\(mark) zone=\(zone)" }
+
+    /// The same without the reply tuple: conntrackd's cache dump (`-e`) prints only the original
+    /// (its NAT shows when it commits; WireInteropTests checks that).
+    var withoutReply: LineEssentials {
+        var e = self
+        e.reply = [:]
+        return e
+    }
+
+    /// The flow's identity in this form (protocol and original tuple).
+    var identity: String { proto + " " + original.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+}
+
+extension Set where Element == LineEssentials {
+    /// Only the flows among `flows` (a cache may also hold, say, the sync link's own flow).
+    func among(_ flows: [Flow]) -> Set<LineEssentials> {
+        let identities = Swift.Set<String>(flows.map { LineEssentials($0).identity })
+        return filter { identities.contains($0.identity) }
+    }
+}
+
+/// The error figures in a `-s network` answer (conntrackd's or ctsyncd's): every "Malformed",
+/// "Wrong protocol", "Bad message", "Truncated" and "Packets lost" line, summed.
+func networkErrors(_ text: String) -> Int {
+    text.split(separator: "\n").filter { line in
+        ["Malformed", "Wrong protocol", "Bad message", "Truncated", "Packets lost"].contains { line.contains($0) }
+    }.compactMap { Int($0.split(separator: "\t").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "") }.reduce(0, +)
+}
+
+/// Polls (bounded) until `got()` equals `want()`; on failure says what differs.
+func agree(within seconds: Double, _ got: () throws -> Set<LineEssentials>, _ want: () throws -> Set<LineEssentials>) -> (Bool, String) {
+    var last: (Set<LineEssentials>, Set<LineEssentials>) = ([], [])
+    let ok = eventually(within: seconds) {
+        guard let g = try? got(), let w = try? want() else { return false }
+        last = (g, w)
+        return g == w
+    }
+    if ok { return (true, "") }
+    let missing = last.1.subtracting(last.0).sorted { $0.description < $1.description }
+    let extra = last.0.subtracting(last.1).sorted { $0.description < $1.description }
+    return (false, "missing \(missing.count): \(missing.prefix(3))\nunexpected \(extra.count): \(extra.prefix(3))")
+}

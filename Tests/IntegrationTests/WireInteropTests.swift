@@ -66,10 +66,14 @@ struct InteropTests {
         ftp.sequenceAdjustment = NATSequenceAdjustment(
             original: SequenceAdjustment(correctionPosition: 1000, offsetBefore: 0, offsetAfter: 4),
             reply: SequenceAdjustment(correctionPosition: 2000, offsetBefore: 0, offsetAfter: 0))
+        // Every attribute conntrackd sends, in one flow: the capture of its message is
+        // GoldenTests.everyAttributeInConntrackdOrder's expectation.
+        let every = GoldenFlows.everyAttribute
         try NetworkNamespace.run(pair.a) {
             let table = try KernelTable()
             try table.create(labelled)
             try table.create(ftp)
+            try table.create(every)
         }
         // And one flow the kernel makes from traffic.
         let sender = try UDPSocket(namespace: pair.a, address: pair.addressA, port: 5555)
@@ -78,7 +82,7 @@ struct InteropTests {
 
         let kernel = try NetworkNamespace.run(pair.a) { try KernelTable().dump() }
         let ours = kernel.filter { $0.original.source != pair.addressA || $0.original.sourcePort == 5555 }
-        try #require(ours.count == insert.count + 3, "\(kernel.map { FlowTextFormat().line($0) })")
+        try #require(ours.count == insert.count + 4, "\(kernel.map { FlowTextFormat().line($0) })")
 
         // The first NEW message for each of those flows, as conntrackd sent it.
         var captured: [FlowKey: (bytes: [UInt8], message: SyncMessage)] = [:]
@@ -111,13 +115,15 @@ struct InteropTests {
             let fromTraffic = flow.original.sourcePort == 5555
             // Made over ctnetlink: the kernel reported the mark even when zero, and a synproxy
             // extension. From traffic: neither, and the NEW event came before CONFIRMED was set.
-            let options = fromTraffic ? EncodeOptions() : EncodeOptions(includeZeroMark: true, includeEmptySynproxy: true)
+            var options = fromTraffic ? EncodeOptions() : EncodeOptions(includeZeroMark: true, includeEmptySynproxy: true)
+            options.includeWindowScale = true  // TCPWindowTracking on
             // The timeout counts down between the event and our dump.
             flow.timeout = decoded.timeout
             if fromTraffic { flow.status = decoded.status }
             #expect(decoded == SyncWire.asReceived(flow, options: options), "\(hexString(bytes))")
             let ours = SyncWire.encode(SyncMessage(sequence: message.sequence, body: .flow(.new, flow)), options: options)
             #expect(hexString(ours) == hexString(bytes), "\(FlowTextFormat().line(flow))")
+            if flow.key == every.key { print("every attribute, as conntrackd 1.4.7 sent it: \(hexString(bytes))") }
             compared += 1
         }
         #expect(compared == ours.count)
@@ -263,6 +269,7 @@ final class NamespacePair {
         let text = """
             Sync {
                 Mode NOTRACK { }
+                Options { TCPWindowTracking On }
                 UDP {
                     IPv4_address \(local)
                     IPv4_Destination_Address \(peer)

@@ -27,8 +27,11 @@ import Testing
             switch (message.body, decoded.body) {
             case (.flow(let kind, let flow), .flow(let decodedKind, let decodedFlow)):
                 #expect(kind == decodedKind)
-                let expected = SyncWire.asReceived(flow, options: options)
+                // The oracle is the receiver model below, written from conntrackd's rules, not
+                // the encoder's own projection (which must agree with it too).
+                let expected = ConntrackdReceiver.received(flow, options: options)
                 #expect(decodedFlow == expected, "\(FlowJSON.encode(decodedFlow))\n  vs \(FlowJSON.encode(expected))")
+                #expect(SyncWire.asReceived(flow, options: options) == expected)
                 // What survives is a fixed point: it travels unchanged and encodes to the same bytes.
                 #expect(SyncWire.asReceived(expected, options: options) == expected)
                 #expect(
@@ -57,7 +60,7 @@ import Testing
             }
             for (a, b) in zip(decoded, messages) {
                 if case .flow(_, let flow) = b.body {
-                    #expect(a.flow == SyncWire.asReceived(flow))
+                    #expect(a.flow == ConntrackdReceiver.received(flow, options: EncodeOptions()))
                 } else {
                     #expect(a == b)
                 }
@@ -177,5 +180,68 @@ import Testing
             flow.labels = FlowLabels(bits: bits)
             #expect(try trip(flow).labels.bits == bits)
         }
+    }
+}
+
+/// What a conntrackd 1.4.7 receiver reconstructs from a flow message, modelled from
+/// conntrackd's build.c and parse.c (docs/protocol.md), independently of ctsync's encoder: the
+/// oracle of the round trips.
+enum ConntrackdReceiver {
+    /// Protocols whose ports travel (conntrackd: TCP, UDP, SCTP, DCCP; ctsync adds UDPLite and
+    /// GRE, which conntrackd receivers accept).
+    static let protocolsWithPorts: Set<UInt8> = [6, 17, 33, 47, 132, 136]
+
+    static func received(_ sent: Flow, options: EncodeOptions) -> Flow {
+        // Addresses travel in their family's width only.
+        func inFamily(_ address: IPAddress) -> IPAddress {
+            sent.family == .ipv4 ? IPAddress(ipv4: address.ipv4) : IPAddress(ipv6High: address.high, low: address.low)
+        }
+        let ports = protocolsWithPorts.contains(sent.proto.rawValue)
+        let source = inFamily(sent.original.source)
+        let destination = inFamily(sent.original.destination)
+        let sourcePort = ports ? sent.original.sourcePort : 0
+        let destinationPort = ports ? sent.original.destinationPort : 0
+        // No reply tuple travels: the receiver inverts the original, then applies the NAT
+        // attributes, which go only with their "done" status bit and only where the reply
+        // differs from the inverted original.
+        var replySource = destination
+        var replyDestination = source
+        var replySourcePort = destinationPort
+        var replyDestinationPort = sourcePort
+        if sent.status.contains(.srcNATDone) {
+            if inFamily(sent.reply.destination) != source { replyDestination = inFamily(sent.reply.destination) }
+            if ports && sent.reply.destinationPort != sent.original.sourcePort { replyDestinationPort = sent.reply.destinationPort }
+        }
+        if sent.status.contains(.dstNATDone) {
+            if inFamily(sent.reply.source) != destination { replySource = inFamily(sent.reply.source) }
+            if ports && sent.reply.sourcePort != sent.original.destinationPort { replySourcePort = sent.reply.sourcePort }
+        }
+        var flow = Flow(
+            proto: sent.proto,
+            original: Tuple(source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort),
+            reply: Tuple(source: replySource, destination: replyDestination, sourcePort: replySourcePort, destinationPort: replyDestinationPort),
+            status: sent.status, timeout: options.includeTimeout ? sent.timeout : nil, mark: sent.mark, zone: sent.zone)
+        flow.family = sent.family
+        if sent.proto == .icmp || sent.proto == .icmpv6 { flow.icmp = sent.icmp }
+        // Protocol state only for its own protocol; TCP window flags and DCCP's handshake
+        // sequence never travel, window scales only with TCPWindowTracking.
+        if sent.proto == .tcp, let tcp = sent.tcp {
+            flow.tcp = TCPInfo(state: tcp.state)
+            if options.includeWindowScale {
+                flow.tcp!.originalWindowScale = tcp.originalWindowScale
+                flow.tcp!.replyWindowScale = tcp.replyWindowScale
+            }
+        }
+        if sent.proto == .sctp { flow.sctp = sent.sctp }
+        if sent.proto == .dccp, let dccp = sent.dccp { flow.dccp = DCCPInfo(state: dccp.state, role: dccp.role) }
+        flow.labels = sent.labels
+        // A helper name of 1 to 11 bytes (up to a NUL) travels; a longer one is refused by the
+        // receiver's size check, so it is not sent.
+        if let helper = sent.helper {
+            let name = helper.split(separator: "\0", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            flow.helper = (1...11).contains(name.utf8.count) ? name : nil
+        }
+        flow.sequenceAdjustment = sent.sequenceAdjustment
+        return flow
     }
 }

@@ -101,7 +101,10 @@ public final class TestNamespace: @unchecked Sendable {
         try run(["ip", "-n", name, "link", "set", "lo", "up"])
     }
 
-    public struct NamespaceError: Error { public var message: String }
+    public struct NamespaceError: Error {
+        public var message: String
+        public init(message: String) { self.message = message }
+    }
 
     /// Runs a command inside the namespace.
     @discardableResult

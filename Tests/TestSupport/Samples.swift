@@ -69,3 +69,24 @@ public enum Samples {
         return flows
     }
 }
+
+/// Flows whose wire form is pinned by a capture of conntrackd 1.4.7.
+public enum GoldenFlows {
+    /// A TCP flow with every attribute conntrackd sends (made in a kernel, synced by conntrackd
+    /// with TCPWindowTracking on, its message captured): SNAT with a port, mark, zone, helper,
+    /// labels, sequence adjustment, window scales.
+    public static var everyAttribute: Flow {
+        var flow = Flow(
+            proto: .tcp,
+            original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.40")!, sourcePort: 40009, destinationPort: 21),
+            tcp: TCPInfo(state: .established, originalWindowScale: 7, replyWindowScale: 9),
+            status: [.seenReply, .assured, .seqAdjust, .helper], timeout: 3000, mark: 1, zone: 0x0102)
+        flow.reply = Tuple(source: IPAddress("198.18.0.40")!, destination: IPAddress("198.18.9.9")!, sourcePort: 21, destinationPort: 0x0a0b)
+        flow.helper = "ftp"
+        flow.labels = FlowLabels(bits: [0, 33, 64, 127])
+        flow.sequenceAdjustment = NATSequenceAdjustment(
+            original: SequenceAdjustment(correctionPosition: 1000, offsetBefore: 0, offsetAfter: 4),
+            reply: SequenceAdjustment(correctionPosition: 2000, offsetBefore: 0, offsetAfter: 0))
+        return flow
+    }
+}

@@ -191,6 +191,8 @@ if $failback_survived; then
     fi
     grep -q "commit skipped" "$work/fw2/notify.log" || fail "control: fw2's notify script did not skip the commit"
     fo_kernel_has fw2 c2 && control_kernel_had_flow=true || control_kernel_had_flow=false
+    # Without a commit fw2's kernel must not know c2: if it does, the control proves nothing.
+    $control_kernel_had_flow && fail "control: fw2's kernel had c2's flow without a commit"
     if fo_wait_counter c2 $((control_counter_before + 3)) "$control_window"; then
         control_survived=true
         fail "control: c2 went on without a commit (counter $control_counter_before -> $(fo_client_counter c2)): the test cannot tell"
