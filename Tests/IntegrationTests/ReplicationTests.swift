@@ -142,14 +142,8 @@ func variedPair(_ pair: SyncPair) throws -> (onA: [Flow], onB: [Flow]) {
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
         // Whole flows, both ways: tuples (NAT), TCP state, mark, zone as each kernel holds them.
-        do {
-            let (ok, why) = agree(within: 10, { try external(db).among(onA) }, { try kernel(pair.a, onA) })
-            #expect(ok, "\(why)")
-        }
-        do {
-            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try external(db).among(onA) }, { try kernel(pair.a, onA) })
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
         // And what the text leaves out: labels and the status bits.
         let mirrored = Dictionary(try db.externalCache().map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         for flow in try pair.a.table({ try $0.dump() }) where onA.contains(where: { $0.key == flow.key }) {
@@ -523,40 +517,19 @@ struct ConntrackdInteropTests {
         #expect(conntrackd.answers(within: 10))
         let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
-        do {
-            let (ok, why) = agree(
-                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies }
-            )
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies })
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
-        do {
-            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
         try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
         try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
-        do {
-            let (ok, why) = agree(
-                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
-                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
-            #expect(ok, "\(why)")
-        }
-        do {
-            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
         // conntrackd forgets, ctsyncd's refresh (RefreshTime 2) brings the flows back. Right
         // after the flush at most one refresh slice (half the flows) can be back.
         #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
         let afterFlush = try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA).count
         #expect(afterFlush < onA.count - 100, "conntrackd still holds \(afterFlush) of \(onA.count - 100) flows after -f external")
-        do {
-            let (ok, why) = agree(
-                within: 8, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
-                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 8, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
         // Neither side saw a malformed message or a gap (a lossless veth).
         let network = try da.ctsyncd(["-s", "network"]).stdout
         #expect(networkErrors(network) == 0, "\(network)")
@@ -579,50 +552,26 @@ struct ConntrackdInteropTests {
         // ctsyncd → conntrackd.
         let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
-        do {
-            let (ok, why) = agree(
-                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies }
-            )
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies })
         // conntrackd → ctsyncd.
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
-        do {
-            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
         // Destroys propagate both ways.
         try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
         try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
-        do {
-            let (ok, why) = agree(
-                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
-                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
-            #expect(ok, "\(why)")
-        }
-        do {
-            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
 
         // -n (ctsyncd asks conntrackd for its table) after flushing our external cache.
         #expect(try da.ctsyncd(["-f", "external"]).status == 0)
         #expect(try external(da).among(onB).isEmpty, "-n would prove nothing")
         #expect(try da.ctsyncd(["-n"]).status == 0)
-        do {
-            let (ok, why) = agree(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
         // -B the other way: conntrackd flushes its external cache, ctsyncd bulk-sends.
         #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
         #expect(try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA).isEmpty, "-B would prove nothing")
         #expect(try da.ctsyncd(["-B"]).status == 0)
-        do {
-            let (ok, why) = agree(
-                within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
-                { try kernel(pair.a, Array(onA[100...])).withoutReplies })
-            #expect(ok, "\(why)")
-        }
+        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
         // Neither side saw a malformed message or a gap (a lossless veth).
         let network = try da.ctsyncd(["-s", "network"]).stdout
         #expect(networkErrors(network) == 0, "\(network)")

@@ -208,3 +208,12 @@ func agree(within seconds: Double, _ got: () throws -> Set<LineEssentials>, _ wa
     let extra = last.0.subtracting(last.1).sorted { $0.description < $1.description }
     return (false, "missing \(missing.count): \(missing.prefix(3))\nunexpected \(extra.count): \(extra.prefix(3))")
 }
+
+/// `agree`, as an expectation: records what differs where the call stands.
+func expectAgreement(
+    within seconds: Double, _ got: () throws -> Set<LineEssentials>, _ want: () throws -> Set<LineEssentials>,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    let (ok, why) = agree(within: seconds, got, want)
+    #expect(ok, "\(why)", sourceLocation: sourceLocation)
+}

@@ -60,8 +60,13 @@ public final class Daemon {
         // burst overflows that at once, so ctsync starts larger.
         bufferSize = config.general.effectiveNetlinkBufferSize ?? Self.defaultBufferSize
         self.foreground = foreground
-        let now = monotonicMilliseconds()
-        node = SyncNode(settings: Self.nodeSettings(config, links: nil), now: now)
+        // A placeholder until `start` opens the links: it reserves nothing. (A first node sized
+        // for HashSize, freed at start, raised glibc's mmap threshold and left the external
+        // cache's growth fragmenting the heap: twice the RSS per replicated flow.)
+        var placeholder = Self.nodeSettings(config, links: nil)
+        placeholder.expectedFlows = 0
+        placeholder.hashLimit = 0
+        node = SyncNode(settings: placeholder, now: monotonicMilliseconds())
         environment = DaemonEnvironment(links: nil, log: log, flowLog: nil, injector: nil)
     }
 
