@@ -517,19 +517,24 @@ struct ConntrackdInteropTests {
         #expect(conntrackd.answers(within: 10))
         let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
-        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies })
+        expectAgreement(
+            within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies })
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
         expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
         try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
         try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
-        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+        expectAgreement(
+            within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+            { try kernel(pair.a, Array(onA[100...])).withoutReplies })
         expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
         // conntrackd forgets, ctsyncd's refresh (RefreshTime 2) brings the flows back. Right
         // after the flush at most one refresh slice (half the flows) can be back.
         #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
         let afterFlush = try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA).count
         #expect(afterFlush < onA.count - 100, "conntrackd still holds \(afterFlush) of \(onA.count - 100) flows after -f external")
-        expectAgreement(within: 8, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+        expectAgreement(
+            within: 8, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+            { try kernel(pair.a, Array(onA[100...])).withoutReplies })
         // Neither side saw a malformed message or a gap (a lossless veth).
         let network = try da.ctsyncd(["-s", "network"]).stdout
         #expect(networkErrors(network) == 0, "\(network)")
@@ -552,14 +557,17 @@ struct ConntrackdInteropTests {
         // ctsyncd → conntrackd.
         let (onA, onB) = try variedPair(pair)
         try pair.a.table { _ = try $0.write(onA, operation: .create) }
-        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies })
+        expectAgreement(
+            within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, onA).withoutReplies })
         // conntrackd → ctsyncd.
         try pair.b.table { _ = try $0.write(onB, operation: .create) }
         expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
         // Destroys propagate both ways.
         try pair.a.table { _ = try $0.write(Array(onA[0..<100]), operation: .delete) }
         try pair.b.table { _ = try $0.write(Array(onB[0..<50]), operation: .delete) }
-        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+        expectAgreement(
+            within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+            { try kernel(pair.a, Array(onA[100...])).withoutReplies })
         expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, Array(onB[50...])) })
 
         // -n (ctsyncd asks conntrackd for its table) after flushing our external cache.
@@ -571,7 +579,9 @@ struct ConntrackdInteropTests {
         #expect(try pair.b.exec(["conntrackd", "-C", dbConfigOnly.configPath, "-f", "external"]).status == 0)
         #expect(try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA).isEmpty, "-B would prove nothing")
         #expect(try da.ctsyncd(["-B"]).status == 0)
-        expectAgreement(within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) }, { try kernel(pair.a, Array(onA[100...])).withoutReplies })
+        expectAgreement(
+            within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+            { try kernel(pair.a, Array(onA[100...])).withoutReplies })
         // Neither side saw a malformed message or a gap (a lossless veth).
         let network = try da.ctsyncd(["-s", "network"]).stdout
         #expect(networkErrors(network) == 0, "\(network)")
