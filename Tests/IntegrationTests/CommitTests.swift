@@ -106,6 +106,45 @@ import Testing
         #expect(down.status == 1)
         #expect(down.stderr.contains("running"), "\(down.stderr)")
     }
+
+    /// SIGTERM while a commit runs: the daemon lets it finish, the client that asked gets its
+    /// report, every flow is in the kernel, and the daemon exits 0.
+    @Test func stopWaitsForARunningCommit() throws {
+        let pair = try SyncPair("cms")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons()
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        let count = 80_000
+        let created = try pair.a.table { try $0.write(burst(count), operation: .create).created }
+        try #require(created == count)
+        #expect(try eventually(within: 30) { try db.externalCount() == count })
+
+        let pid = db.process.processIdentifier
+        let request = try ControlConnection(path: db.socketPath, request: Array(ControlRequest.commit.encoded()))
+        // The committer's thread is named: SIGTERM goes out once it runs.
+        func committing() -> Bool {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            return tasks.contains { task in
+                ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8)) ?? "").hasPrefix("ctsyncd-commit")
+            }
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while !committing() && Date() < deadline { usleep(500) }
+        try #require(committing(), "no commit thread seen")
+        kill(pid, SIGTERM)
+        let answer = request.answer(within: 60)
+        #expect(answer.contains("\"status\":\"ok\"") && answer.contains("\"created\":\(count)"), "\(answer)")
+        #expect(eventually(within: 20) { !db.process.isRunning })
+        db.process.waitUntilExit()
+        #expect(db.process.terminationStatus == 0)
+        #expect(db.stderr.contains("waiting for the running commit to end before stopping"), "\(db.stderr.suffix(2000))")
+        #expect(try pair.b.table { try $0.count() } == count)
+    }
 }
 
 /// A raw connection to a daemon's control socket: the request is written at once (the daemon

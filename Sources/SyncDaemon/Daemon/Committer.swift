@@ -49,6 +49,9 @@ final class Committer: @unchecked Sendable {
         precondition(!running)
         running = true
         let thread = Thread { [self] in
+            // Named for `top -H`, `ps -L` and the tests (Foundation does not pass the name on
+            // to the kernel, and pthread_setname_np is not visible to Swift here).
+            try? "ctsyncd-commit".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
             // Prepared one by one as the messages are built: no second copy of the table.
             let flows = entries.lazy.map { Self.prepare($0, now: now, commitTimeout: commitTimeout, windowTracking: windowTracking) }
             let report = Self.commit(flows, batchSize: batchSize)
