@@ -18,6 +18,11 @@ public struct ChannelCounters: Sendable, Equatable {
     public var receiveErrors: UInt64 = 0
     /// Datagrams from one of our own addresses (multicast loopback, misrouted), ignored.
     public var ownDatagrams: UInt64 = 0
+    /// Datagrams (or TCP connections) from an address that is not the configured peer,
+    /// dropped (refused) before anything reads them.
+    public var unknownPeer: UInt64 = 0
+    /// Where the last of those came from.
+    public var lastUnknownSource: IPAddress?
     public init() {}
 }
 
@@ -34,6 +39,9 @@ final class DatagramChannel {
     let payloadLimit: Int
     private(set) var counters = ChannelCounters()
     private var ownAddresses: Set<IPAddress> = []
+    /// Unicast: the configured peer; datagrams from anyone else are dropped. Nil for
+    /// multicast, whose peers are whoever joined the group on the link.
+    private var peer: IPAddress?
     private var buffer: [UInt8]
 
     init(_ config: ChannelConfig) throws(SystemCallError) {
@@ -54,9 +62,12 @@ final class DatagramChannel {
             sendBuffer = c.sendBufferSize
             receiveBuffer = c.receiveBufferSize
             checksum = c.checksum
+            peer = c.destination
         case .multicast(let c):
             port = c.port
-            bindAddress = .zero(family)
+            // Bound to the group, not the wildcard: a unicast datagram to one of our addresses
+            // (the outside one, say) must not be taken for sync.
+            bindAddress = c.group
             sendTo = c.group
             sendBuffer = c.sendBufferSize
             receiveBuffer = c.receiveBufferSize
@@ -78,6 +89,8 @@ final class DatagramChannel {
         var one: Int32 = 1
         setsockopt(rx, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         if let size = receiveBuffer { Self.setBuffer(rx, SO_RCVBUFFORCE, SO_RCVBUF, size) }
+        // Only what arrives on the dedicated link's interface is sync.
+        if !config.interface.isEmpty && !Self.bindToDevice(rx, config.interface) { throw fail("binding to device \(config.interface)") }
         if let size = sendBuffer { Self.setBuffer(tx, SO_SNDBUFFORCE, SO_SNDBUF, size) }
         if !checksum {
             var noCheck: Int32 = 1
@@ -147,6 +160,12 @@ final class DatagramChannel {
         }
     }
 
+    /// SO_BINDTODEVICE: the socket takes only what arrives on `interface`.
+    static func bindToDevice(_ fd: Int32, _ interface: String) -> Bool {
+        var name = Array(interface.utf8) + [0]
+        return setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, socklen_t(name.count)) == 0
+    }
+
     static func mtu(of interface: String) -> Int? {
         guard !interface.isEmpty,
             let text = try? String(contentsOfFile: "/sys/class/net/\(interface)/mtu", encoding: .utf8),
@@ -214,8 +233,14 @@ final class DatagramChannel {
                 if errno != EAGAIN && errno != EINTR { counters.receiveErrors += 1 }
                 return
             }
-            if let source = Self.address(of: from), ownAddresses.contains(source) {
+            let source = Self.address(of: from)
+            if let source, ownAddresses.contains(source) {
                 counters.ownDatagrams += 1
+                continue
+            }
+            if let peer, source != peer {
+                counters.unknownPeer += 1
+                counters.lastUnknownSource = source
                 continue
             }
             counters.bytesReceived += UInt64(n)

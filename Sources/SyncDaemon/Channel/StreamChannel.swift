@@ -69,6 +69,12 @@ final class StreamChannel: SyncLink {
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         if let size = c.receiveBufferSize { DatagramChannel.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
+        // Only connections arriving on the dedicated link's interface.
+        if !c.interface.isEmpty && !DatagramChannel.bindToDevice(fd, c.interface) {
+            let e = errno
+            close(fd)
+            throw SystemCallError("binding to device \(c.interface)", errno: e)
+        }
         var address = DatagramChannel.socketAddress(local, port: port, scope: scope)
         let bound = withUnsafePointer(to: &address.0) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.1) }
@@ -142,8 +148,21 @@ final class StreamChannel: SyncLink {
 
     private func acceptPeer() {
         while true {
-            let fd = accept(listenDescriptor, nil, nil)
+            var from = sockaddr_storage()
+            var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &from) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listenDescriptor, $0, &fromLength) }
+            }
             if fd < 0 { return }
+            // Only the configured peer may connect; anyone else is refused at once and never
+            // replaces the peer's connection.
+            let source = DatagramChannel.address(of: from)
+            guard source == peer else {
+                close(fd)
+                counters.unknownPeer += 1
+                counters.lastUnknownSource = source
+                continue
+            }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             // A new connection from the peer replaces the old one (it restarted or reconnected).

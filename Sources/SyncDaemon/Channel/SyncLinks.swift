@@ -1,5 +1,6 @@
 import Configuration
 import Foundation
+import Logging
 import SystemCalls
 
 #if canImport(Glibc)
@@ -29,10 +30,31 @@ final class SyncLinks {
             }
         }
         links = opened
+        reportedUnknown = Array(repeating: 0, count: opened.count)
         payloadLimit = opened.map(\.payloadLimit).min() ?? 1472
     }
 
+    /// Unknown-peer drops already logged, per link, and when the next report may go out.
+    private var reportedUnknown: [UInt64]
+    private var nextUnknownReport: Int64 = 0
+    /// At most one line per link this often about datagrams from strangers.
+    static let unknownReportMilliseconds: Int64 = 10_000
+
     var count: Int { links.count }
+
+    /// Logs (at most every 10 s) what strangers sent: datagrams or connections from an address
+    /// that is not the configured peer, dropped on arrival.
+    func reportUnknownPeers(now: Int64, log: Logger) {
+        guard now >= nextUnknownReport else { return }
+        for (index, link) in links.enumerated() where link.counters.unknownPeer > reportedUnknown[index] {
+            let new = link.counters.unknownPeer - reportedUnknown[index]
+            reportedUnknown[index] = link.counters.unknownPeer
+            nextUnknownReport = now + Self.unknownReportMilliseconds
+            log.warning(
+                "\(link.config.interface): \(new) datagrams or connections from an unknown peer dropped (last from \(link.counters.lastUnknownSource.map { "\($0)" } ?? "?")); only the configured peer is accepted"
+            )
+        }
+    }
     subscript(index: Int) -> any SyncLink { links[index] }
     var names: [String] { links.map(\.config.interface) }
 

@@ -322,6 +322,7 @@ public final class Daemon {
         let now = monotonicMilliseconds()
         node.tick(now: now, environment: environment)
         environment.links?.tick(now: now)
+        environment.links?.reportUnknownPeers(now: now, log: log)
         if let due = nextWatchdog, now >= due {
             notifier.notify("WATCHDOG=1")
             nextWatchdog = now + (notifier.watchdogIntervalMilliseconds ?? 1000)

@@ -64,6 +64,8 @@ struct DaemonStatistics: Codable, Equatable {
         var bytesSent: UInt64
         var bytesReceived: UInt64
         var sendErrors: UInt64
+        /// Datagrams or connections from an address that is not the configured peer, on all links.
+        var unknownPeer: UInt64
     }
 
     struct Traffic: Codable, Equatable {
@@ -146,7 +148,8 @@ extension Daemon {
                 nacksReceived: e.nacksReceived, lost: e.lost, before: e.before, peerRestarts: e.peerRestarts, resendQueue: mode.resendQueueLength,
                 resendQueueOverflows: e.resendQueueOverflows, malformed: node.malformed.values.reduce(0, +), malformedKinds: node.malformed,
                 currentLink: links[node.currentLink].config.interface, datagramsSent: c.datagramsSent, datagramsReceived: c.datagramsReceived,
-                bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors)
+                bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors,
+                unknownPeer: links.links.reduce(0) { $0 + $1.counters.unknownPeer })
         }
         let m = node.mirror
         let inject = environment.injector.map { injector in
