@@ -19,6 +19,8 @@ final class SimFirewall: SyncNodeEnvironment {
     var injected = 0
     var ended: [Flow] = []
     var dumps = 0
+    /// False: the link cannot take a datagram now (a TCP link reconnecting with its queue full).
+    var sendable = true
 
     init(name: String, settings: SyncNode.Settings, now: Int64) {
         self.name = name
@@ -33,7 +35,7 @@ final class SimFirewall: SyncNodeEnvironment {
         outbox.append((link, Array(datagram)))
         return true
     }
-    func canSend(link: Int) -> Bool { true }
+    func canSend(link: Int) -> Bool { sendable }
     func isRunning(link: Int) -> Bool { linkRunning[link] }
     func readKernelTable() throws -> [Flow] {
         dumps += 1

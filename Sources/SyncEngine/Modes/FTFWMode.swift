@@ -48,8 +48,34 @@ public struct FTFWMode: SyncMode {
     private var peerSaysHello = false
     private var lastTransmit: Int64
 
+    /// Control messages waiting in `txQueue`, by position, so that a flood (while the link
+    /// cannot send, messages opening gaps queued an ACK and a NACK each, without bound) cannot
+    /// grow it: beyond `pendingControlLimit` ACKs the oldest gives way (a missing ACK only makes
+    /// the peer resend), beyond as many NACKs the newest merges into the last one (a wider NACK
+    /// only resends duplicates), and one RESYNC request waits at a time. A normal turn of the
+    /// loop queues far fewer, so precise ACKs and NACKs are kept then.
+    private var pendingAcks: [Int] = []
+    private var pendingNacks: [Int] = []
+    private var pendingResync = false
+    private var holes = 0
+    static let pendingControlLimit = 64
+
     // Receiving side.
     private var lastReceived: UInt32?
+    /// Messages that do not follow (far outside the receive window, or older than expected):
+    /// the last one's number, how many came in a row, each a little after the previous one, and
+    /// since when. A run of `adoptionRun` lasting `adoptionMilliseconds` is a peer that really
+    /// numbers there (it renumbered without a HELLO we saw, or forged messages moved our
+    /// numbering away from it): its numbering is adopted and its table asked for again. Anything
+    /// less is dropped: a forged message cannot move the numbering for good.
+    private var strangerLast: UInt32?
+    private var strangerRun = 0
+    private var strangerSince: Int64 = 0
+    static let receiveWindow: UInt32 = 1 << 20
+    static let adoptionRun = 8
+    /// The run must last this long: duplicated datagrams (a burst of old numbers) never do, a
+    /// live peer (an ALIVE a second at least) always does.
+    static let adoptionMilliseconds: Int64 = 1500
     private var ackFrom: UInt32 = 0
     private var ackPending = false
     private var window: Int
@@ -70,7 +96,7 @@ public struct FTFWMode: SyncMode {
     /// Messages waiting for acknowledgement.
     public var resendQueueLength: Int { resendQueue.count - resendHead }
     /// Flows and control messages waiting to be sent.
-    public var transmitQueueLength: Int { txQueue.count }
+    public var transmitQueueLength: Int { txQueue.count - holes }
     /// True when no flow message is queued or waiting for acknowledgement (control messages
     /// may be: idle peers acknowledge each other's acknowledgements forever).
     public var isIdle: Bool { txFlows.isEmpty && resendFlows.isEmpty }
@@ -99,8 +125,36 @@ public struct FTFWMode: SyncMode {
 
     /// Asks the peer for its whole internal cache.
     public mutating func requestResync() {
-        counters.resyncsRequested += 1
+        counters.resyncsRequested &+= 1
+        queueResync()
+    }
+
+    private mutating func queueResync() {
+        guard !pendingResync else { return }
+        pendingResync = true
         txQueue.append(.control(.resync))
+    }
+
+    private mutating func queueAck(_ from: UInt32, _ to: UInt32) {
+        if pendingAcks.count >= Self.pendingControlLimit {
+            txQueue[pendingAcks.removeFirst()] = .hole
+            holes += 1
+        }
+        pendingAcks.append(txQueue.count)
+        txQueue.append(.control(.ack(from, to)))
+    }
+
+    private mutating func queueNack(_ from: UInt32, _ to: UInt32) {
+        if pendingNacks.count >= Self.pendingControlLimit, let index = pendingNacks.last,
+            case .control(.nack(let oldFrom, let oldTo)) = txQueue[index]
+        {
+            let start = SequenceNumber.before(oldFrom, from) ? oldFrom : from
+            let end = SequenceNumber.after(oldTo, to) ? oldTo : to
+            txQueue[index] = .control(.nack(start, end))
+            return
+        }
+        pendingNacks.append(txQueue.count)
+        txQueue.append(.control(.nack(from, to)))
     }
 
     private mutating func enqueue(_ key: FlowKey) {
@@ -117,6 +171,10 @@ public struct FTFWMode: SyncMode {
         let items = txQueue
         txQueue.removeAll(keepingCapacity: true)
         txFlows.removeAll(keepingCapacity: true)
+        pendingAcks.removeAll(keepingCapacity: true)
+        pendingNacks.removeAll(keepingCapacity: true)
+        pendingResync = false
+        holes = 0
         for item in items {
             switch item {
             case .flow(let key):
@@ -154,7 +212,7 @@ public struct FTFWMode: SyncMode {
                 break
             }
         }
-        counters.sent += out.count
+        counters.sent &+= out.count
         lastTransmit = now
         return out
     }
@@ -222,7 +280,7 @@ public struct FTFWMode: SyncMode {
     /// Digests one message from the peer. Returns what the daemon must do; replies (ACK, NACK,
     /// data for a resync) are queued for the next `transmit`.
     public mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction] {
-        counters.received += 1
+        counters.received &+= 1
         var actions: [ModeAction] = []
         let sequence = message.sequence
         if message.hello.contains(.hello) { sayHelloBack = true }
@@ -255,21 +313,40 @@ public struct FTFWMode: SyncMode {
         } else if let last = lastReceived {
             if !message.hello.contains(.hello) { peerSaysHello = false }
             let expected = last &+ 1
+            let ahead = sequence &- expected
+            let far = ahead > Self.receiveWindow && expected &- sequence > Self.receiveWindow
+            if far || SequenceNumber.before(sequence, expected) {
+                // Far outside the window, either way, or old: one message (forged, or a stray
+                // from another pair on the link) must not move the numbering, and old numbers
+                // are duplicates, unless they keep coming from a live sender.
+                if !adoptStranger(sequence, now: now) {
+                    if far { counters.outOfWindow &+= 1 } else { counters.before &+= 1 }
+                    return actions
+                }
+                // A run of them: the peer numbers there now. Its earlier messages were dropped,
+                // so its whole table is asked for again.
+                counters.numberingsAdopted &+= 1
+                ackPending = false
+                window = windowSize
+                requestResync()
+                actions.append(.numberingAdopted)
+                lastReceived = sequence &- 1
+                counters.received &-= 1  // counted again below
+                return actions + receive(message, now: now)
+            }
+            strangerRun = 0
             if sequence == expected {
                 inSync = true
-            } else if SequenceNumber.after(sequence, expected) {
+            } else {
                 inSync = false
                 if !digest(message, into: &actions) { return actions }
-                if ackPending { txQueue.append(.control(.ack(ackFrom, expected &- 1))) }
-                txQueue.append(.control(.nack(expected, sequence &- 1)))
-                counters.lost += Int(sequence &- expected)
+                if ackPending { queueAck(ackFrom, expected &- 1) }
+                queueNack(expected, sequence &- 1)
+                counters.lost &+= Int(sequence &- expected)
                 window = windowSize - 1
                 ackFrom = sequence
                 ackPending = true
                 lastReceived = sequence
-                return actions
-            } else {
-                counters.before += 1
                 return actions
             }
         }
@@ -281,13 +358,29 @@ public struct FTFWMode: SyncMode {
             }
             window -= 1
             if window <= 0 {
-                txQueue.append(.control(.ack(ackFrom, sequence)))
+                queueAck(ackFrom, sequence)
                 window = windowSize
                 ackPending = false
             }
             lastReceived = sequence
         }
         return actions
+    }
+
+    /// Counts a message that does not follow; true once `adoptionRun` have come in a row, each
+    /// at most 64 after the previous one, over `adoptionMilliseconds` at least.
+    private mutating func adoptStranger(_ sequence: UInt32, now: Int64) -> Bool {
+        if let last = strangerLast, SequenceNumber.after(sequence, last), sequence &- last <= 64, strangerRun > 0 {
+            strangerRun += 1
+        } else {
+            strangerRun = 1
+            strangerSince = now
+        }
+        strangerLast = sequence
+        guard strangerRun >= Self.adoptionRun, now - strangerSince >= Self.adoptionMilliseconds else { return false }
+        strangerRun = 0
+        strangerLast = nil
+        return true
     }
 
     /// A hello starts a new numbering when it is the first, or when its number does not follow
@@ -306,17 +399,19 @@ public struct FTFWMode: SyncMode {
         case .expectation:
             break
         case .ack(let from, let to):
-            guard !SequenceNumber.before(to, from) else {
-                counters.malformed += 1
+            // An acknowledgement covers only what was sent: a range ending after our last
+            // message (forged, or another pair's) releases nothing.
+            guard !SequenceNumber.before(to, from), !SequenceNumber.after(to, nextSequence &- 1) else {
+                counters.malformed &+= 1
                 return false
             }
-            acknowledge(from: from, to: to)
+            if acknowledge(from: from, to: to) { actions.append(.resyncAcknowledged) }
         case .nack(let from, let to):
-            guard !SequenceNumber.before(to, from) else {
-                counters.malformed += 1
+            guard !SequenceNumber.before(to, from), !SequenceNumber.after(to, nextSequence &- 1) else {
+                counters.malformed &+= 1
                 return false
             }
-            counters.nacksReceived += 1
+            counters.nacksReceived &+= 1
             retransmit(from: from, to: to)
         case .resync:
             actions.append(.bulkRequested)
@@ -329,7 +424,9 @@ public struct FTFWMode: SyncMode {
     // The resend queue is in sequence order, so an ACK or NACK only walks its head, up to `to`:
     // O(range), not O(queue), which matters with 100k messages in flight.
 
-    private mutating func acknowledge(from: UInt32, to: UInt32) {
+    /// Releases what the peer acknowledged; true when that included a resync request of ours.
+    private mutating func acknowledge(from: UInt32, to: UInt32) -> Bool {
+        var resyncAcknowledged = false
         var index = resendHead
         while index < resendQueue.count, !SequenceNumber.after(resendQueue[index].sequence, to) {
             let entry = resendQueue[index]
@@ -342,16 +439,18 @@ public struct FTFWMode: SyncMode {
                 // peer would never get our table.
                 switch entry.item {
                 case .flow(let key) where resendFlows[key] == entry.sequence: enqueue(key)
-                case .control(.resync): txQueue.append(.control(.resync))
+                case .control(.resync): queueResync()
                 default: break
                 }
             } else {
+                if case .control(.resync) = entry.item { resyncAcknowledged = true }
                 _ = release(entry)
             }
             index += 1
         }
         resendHead = index
         compact()
+        return resyncAcknowledged
     }
 
     private mutating func retransmit(from: UInt32, to: UInt32) {
@@ -386,7 +485,7 @@ public struct FTFWMode: SyncMode {
     public mutating func tick(now: Int64) {
         guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
         if ackPending, let last = lastReceived {
-            txQueue.append(.control(.ack(ackFrom, last)))
+            queueAck(ackFrom, last)
             ackPending = false
             window = windowSize
         } else {

@@ -75,7 +75,7 @@ struct SendOnceQueue: Sendable {
         }
         queue.removeAll(keepingCapacity: true)
         queued.removeAll(keepingCapacity: true)
-        counters.sent += out.count
+        counters.sent &+= out.count
         lastTransmit = now
         return out
     }
@@ -83,7 +83,7 @@ struct SendOnceQueue: Sendable {
     /// Data is applied whatever its number (numbers only count losses); a resync request is
     /// answered; ACK and NACK are not part of these modes (counted as malformed).
     mutating func receive(_ message: SyncMessage) -> [ModeAction] {
-        counters.received += 1
+        counters.received &+= 1
         var actions: [ModeAction] = []
         switch message.body {
         case .ack, .nack:
@@ -99,9 +99,9 @@ struct SendOnceQueue: Sendable {
         if let last = lastReceived {
             let expected = last &+ 1
             if SequenceNumber.after(message.sequence, expected) {
-                counters.lost += Int(message.sequence &- expected)
+                counters.lost &+= Int(message.sequence &- expected)
             } else if SequenceNumber.before(message.sequence, expected) {
-                counters.before += 1
+                counters.before &+= 1
             }
         }
         lastReceived = message.sequence

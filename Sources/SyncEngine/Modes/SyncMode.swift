@@ -18,6 +18,10 @@ public struct SyncCounters: Sendable, Equatable, Codable {
     public var resendQueueOverflows = 0
     /// Peer restarts seen (a hello).
     public var peerRestarts = 0
+    /// Messages far outside the receive window, dropped (forged, or another pair's).
+    public var outOfWindow = 0
+    /// Times a run of such messages made their numbering ours (the peer renumbered unseen).
+    public var numberingsAdopted = 0
     /// Messages that make no sense in this mode (an ACK in NOTRACK, a range ending before it starts).
     public var malformed = 0
     public init() {}
@@ -31,6 +35,11 @@ public enum ModeAction: Sendable, Equatable {
     case bulkRequested
     /// The peer restarted (it said hello with a new numbering).
     case peerRestarted
+    /// The peer acknowledged our resync request: its table is on the way (or was empty).
+    case resyncAcknowledged
+    /// The peer's numbering was adopted after a run of messages outside the window; its table
+    /// was asked for again.
+    case numberingAdopted
 }
 
 /// A mode's settings, as the Sync section's `Mode` block gives them.

@@ -89,16 +89,38 @@ extension SyncNode {
             stale?.remove(flow.key)
             lastPeerData = now
         case .bulkRequested:
-            env.log(.notice, "resync requested by the peer: sending \(internalCache.count) flows")
-            mode!.enqueueAll(internalCache.keys)
+            bulkOwed = true
+            if now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
         case .peerRestarted:
-            // Ask for its table and send ours; what it does not announce again is swept.
+            // Ask for its table and send ours; what it does not announce again is swept once it
+            // has acknowledged the request (unreliable modes have no acknowledgement: there the
+            // quiet time alone decides).
             env.log(.notice, "the peer restarted: requesting its table, sending ours (\(internalCache.count) flows)")
             stale = Set(externalCache.keys)
+            staleResyncAcknowledged = !(settings.sync.map { if case .ftfw = $0.mode { true } else { false } } ?? false)
             lastPeerData = now
             mode!.requestResync()
             mode!.enqueueAll(internalCache.keys)
+        case .resyncAcknowledged:
+            if stale != nil {
+                staleResyncAcknowledged = true
+                lastPeerData = now
+            }
+        case .numberingAdopted:
+            // The peer's earlier messages were dropped: its table comes again (the mode asked);
+            // a pending sweep waits for that answer too.
+            env.log(.warning, "the peer's messages numbered outside the receive window for a while: its numbering adopted, its table requested again")
+            staleResyncAcknowledged = stale == nil
         }
+    }
+
+    /// Answers the peer's resync requests: the whole internal cache, at most once a second
+    /// however many requests came (each one a full table: 50 forged requests were 50 tables).
+    mutating func sendRequestedBulk(now: Int64, environment env: some SyncNodeEnvironment) {
+        bulkOwed = false
+        lastBulk = now
+        env.log(.notice, "resync requested by the peer: sending \(internalCache.count) flows")
+        mode!.enqueueAll(internalCache.keys)
     }
 
     // MARK: - After a peer's restart
@@ -108,7 +130,7 @@ extension SyncNode {
     /// `staleSweepMilliseconds`, the flows it did not announce go: conntrackd keeps them forever,
     /// the ghosts of connections that ended while the peer was down.
     mutating func sweepStale(now: Int64, environment env: some SyncNodeEnvironment) {
-        guard let keys = stale, now - lastPeerData >= Self.staleSweepMilliseconds else { return }
+        guard let keys = stale, staleResyncAcknowledged, now - lastPeerData >= Self.staleSweepMilliseconds else { return }
         stale = nil
         var removed = 0
         for key in keys {

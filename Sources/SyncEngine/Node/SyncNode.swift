@@ -109,7 +109,15 @@ public struct SyncNode: Sendable {
     // Peer side.
     /// After the peer restarted: its flows we hold that it has not announced again yet.
     var stale: Set<FlowKey>?
+    /// The restarted peer acknowledged our resync request (reliable modes): the sweep waits for
+    /// it, so a forged HELLO, which no real peer follows up, sweeps nothing.
+    var staleResyncAcknowledged = false
     var lastPeerData: Int64 = 0
+    /// Bulk answers to the peer's resync requests: at most one per `bulkIntervalMilliseconds`;
+    /// requests meanwhile are answered together when it has passed.
+    var lastBulk: Int64 = .min / 2
+    var bulkOwed = false
+    public static let bulkIntervalMilliseconds: Int64 = 1000
     var nextLinkCheck: Int64 = 0
     var noLinkLogged = false
     /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
@@ -163,7 +171,10 @@ public struct SyncNode: Sendable {
 
     /// When `tick` next has something to do (nil: only an input can give it work).
     public var nextDeadline: Int64? {
-        var deadlines: [Int64?] = [silentCheckDue, pollDue, mode?.nextTick, stale == nil ? nil : lastPeerData + Self.staleSweepMilliseconds]
+        var deadlines: [Int64?] = [
+            silentCheckDue, pollDue, mode?.nextTick, stale == nil || !staleResyncAcknowledged ? nil : lastPeerData + Self.staleSweepMilliseconds,
+            bulkOwed ? lastBulk + Self.bulkIntervalMilliseconds : nil,
+        ]
         if let due = resyncDue { deadlines.append(min(due, lastEventAt + Self.resyncQuietMilliseconds)) }
         if linkCount > 1 { deadlines.append(nextLinkCheck) }
         return deadlines.compactMap { $0 }.min()
@@ -186,6 +197,7 @@ public struct SyncNode: Sendable {
             expireExternal(before: expiry, environment: env)
         }
         if linkCount > 1, now >= nextLinkCheck { checkLinks(now: now, environment: env) }
+        if bulkOwed && now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
         sweepStale(now: now, environment: env)
     }
 

@@ -1,0 +1,119 @@
+import FlowModel
+import SyncProtocol
+import TestSupport
+import Testing
+
+@testable import SyncEngine
+
+/// A stranger on the sync link (no authentication): forged frames handed to the real node next
+/// to the real peer's traffic. One packet must not change what the node holds (security review,
+/// findings 4 to 6); each test fails against the FTFW the daemon ran before.
+@Suite struct AdversaryTests {
+    /// Delivers one forged message to `firewall`, as if it came on its link.
+    func forge(_ message: SyncMessage, to firewall: SimFirewall, now: Int64) {
+        SyncWire.encode(message).withUnsafeBytes { firewall.node.receive($0, link: 0, now: now, environment: firewall) }
+    }
+
+    /// A converged pair with b's flows in a's external cache.
+    func converged(seed: UInt64, drop: UInt64 = 0) -> Cluster {
+        let sim = Cluster(seed: seed, drop: drop, jitter: drop > 0 ? 10 : 0)
+        _ = sim.run(busy: 100, on: [1])
+        return sim
+    }
+
+    /// Finding 4: one forged HELLO emptied the external cache for good (the restart sweep ran on
+    /// it and the real peer's messages were then taken for old ones). Now the real peer's next
+    /// messages, in its own numbering, show the restart was not its own: nothing is swept.
+    @Test(arguments: [UInt32(0), 1 << 31, 0xffff_fff0])
+    func aForgedHelloEmptiesNothing(sequence: UInt32) {
+        let sim = converged(seed: 31)
+        let held = sim.a.node.externalCache.count
+        #expect(held > 50 && sim.converged)
+        forge(SyncMessage(sequence: sequence, hello: [.hello], body: .alive), to: sim.a, now: sim.now)
+        for _ in 0..<500 { sim.step() }  // 5 s: past the sweep's quiet time
+        #expect(sim.a.node.externalCache.count == held, "\(sim.report)")
+        sim.churn(50, on: [1])
+        #expect(sim.settle(seconds: 20), "\(sim.report)")
+    }
+
+    /// Finding 5: an ALIVE numbered far ahead made every later message of the real peer count
+    /// as old. A message cannot move the receive sequence beyond a bounded window.
+    @Test func aMessageFarAheadDoesNotStallTheReceiver() {
+        let sim = converged(seed: 32)
+        forge(SyncMessage(sequence: UInt32.random(in: 1 << 30...1 << 31), body: .alive), to: sim.a, now: sim.now)
+        sim.churn(80, on: [1])
+        #expect(sim.settle(seconds: 20), "\(sim.report)")
+        #expect(sim.a.node.mode!.counters.outOfWindow >= 1)
+    }
+
+    /// Finding 5: a forged ACK covering more than was ever sent released the resend queue, so
+    /// losses were never repaired. An ACK acknowledges only what was sent.
+    @Test func anAckBeyondWhatWasSentIsIgnored() {
+        let sim = converged(seed: 33, drop: 30)
+        sim.churn(100, on: [0])
+        sim.step()
+        let queued = sim.a.node.mode!.resendQueueLength
+        #expect(queued > 0)
+        // From a's first number to far past its last: everything sent, and more.
+        let first = UInt32(truncatingIfNeeded: UInt64(33) &* 7919)
+        let sent = UInt32(truncatingIfNeeded: sim.a.node.mode!.counters.sent)
+        let next = (UInt32.max - 50) &+ UInt32(truncatingIfNeeded: sim.b.node.mode!.counters.sent)  // as b numbers
+        forge(SyncMessage(sequence: next, body: .ack(from: first, to: first &+ sent &+ 100_000)), to: sim.a, now: sim.now)
+        #expect(sim.a.node.mode!.resendQueueLength == queued)
+        #expect(sim.settle(seconds: 60), "\(sim.report)")
+    }
+
+    /// Finding 6: 50 forged RESYNC requests made the daemon send its table 50 times. Bulk
+    /// answers are coalesced: at most one per second.
+    @Test func resyncRequestsAreRateLimited() {
+        let sim = converged(seed: 34)
+        sim.churn(200, on: [0])
+        #expect(sim.settle(seconds: 20))
+        let table = sim.a.node.internalCache.count
+        let before = sim.a.node.mode!.counters.sent
+        // Numbered as b numbers (b's first number and what it sent since), so a takes them.
+        var sequence = (UInt32.max - 50) &+ UInt32(truncatingIfNeeded: sim.b.node.mode!.counters.sent)
+        for _ in 0..<50 {
+            sequence &+= 1
+            forge(SyncMessage(sequence: sequence, body: .resync), to: sim.a, now: sim.now)
+            sim.step(20)  // 50 requests within a second
+        }
+        let sent = sim.a.node.mode!.counters.sent - before
+        #expect(sent < 3 * table, "sent \(sent) messages for a table of \(table)")
+        #expect(sim.settle(seconds: 20), "\(sim.report)")
+    }
+
+    /// Finding 6: with the link unable to send, messages opening sequence gaps queued an ACK and
+    /// a NACK each, without bound. Pending ACKs and NACKs are capped (the oldest ACKs give way,
+    /// further NACKs merge).
+    @Test func gapFloodKeepsTheControlQueueBounded() {
+        let sim = converged(seed: 35)
+        sim.a.sendable = false
+        var sequence: UInt32 = 1_000
+        for _ in 0..<10_000 {
+            sequence &+= 3
+            forge(SyncMessage(sequence: sequence, body: .alive), to: sim.a, now: sim.now)
+        }
+        sim.step()
+        #expect(sim.a.node.mode!.transmitQueueLength <= 2 * FTFWMode.pendingControlLimit + 2, "\(sim.a.node.mode!.transmitQueueLength)")
+        sim.a.sendable = true
+        sim.churn(50, on: [1])
+        #expect(sim.settle(seconds: 30), "\(sim.report) a: \(sim.a.node.mode!.counters) \(sim.a.logs.suffix(5)) b: \(sim.b.node.mode!.counters)")
+    }
+
+    /// Counters wrap, never trap, whatever the gaps.
+    @Test func gapCountersNeverTrap() {
+        var mode = FTFWMode(initialSequence: 1, now: 0)
+        var sequence: UInt32 = 0
+        for _ in 0..<1_000 {
+            sequence &+= UInt32.max / 2
+            _ = mode.receive(SyncMessage(sequence: sequence, body: .alive), now: 0)
+        }
+        var notrack = NotrackMode(initialSequence: 1, now: 0)
+        for _ in 0..<1_000 {
+            sequence &+= UInt32.max / 2
+            _ = notrack.receive(SyncMessage(sequence: sequence, body: .alive), now: 0)
+        }
+        #expect(mode.counters.received == 1_000 && notrack.counters.received == 1_000)
+    }
+}
