@@ -109,4 +109,24 @@ import Testing
         #expect(peer == "open")
         #expect(try eventually(within: 3) { try holds(da, port: 3333) })
     }
+
+    /// Finding 1: a committed flow kept the peer's timeout (about 99 days). Without
+    /// CommitTimeout it gets no more than this kernel's own timeout for its state.
+    @Test func aCommittedFlowGetsNoMoreThanTheKernelsTimeout() throws {
+        let pair = try pair("orc")
+        defer { pair.remove() }
+        let (da, _) = try pair.daemons()
+        defer { da.stop() }
+        try da.start()
+        try Self.send(Self.forgedMessage(port: 4444), from: "198.18.254.2", to: "198.18.254.1", in: pair.b)
+        #expect(try eventually(within: 3) { try holds(da, port: 4444) })
+        #expect(try da.externalCache().first { $0.original.sourcePort == 4444 }?.timeout == 8_553_600)
+        #expect(try da.ctsyncd(["-c"]).status == 0)
+        let limit = try #require(
+            UInt32(
+                try pair.a.exec(["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_established"]).stdout.trimmingCharacters(
+                    in: .whitespacesAndNewlines)))
+        let committed = try #require(try pair.a.table { try $0.dump() }.first { $0.original.sourcePort == 4444 })
+        #expect((committed.timeout ?? 0) <= limit && (committed.timeout ?? 0) + 60 > limit, "\(committed.timeout ?? 0) of \(limit)")
+    }
 }

@@ -116,4 +116,29 @@ import Testing
         }
         #expect(mode.counters.received == 1_000 && notrack.counters.received == 1_000)
     }
+
+    /// Finding 7: with the external cache full, the peer's flows were refused with only a
+    /// counter. Now the log says so (at most every 10 s, with how many).
+    @Test func aFullExternalCacheSaysSo() {
+        let sim = Cluster(seed: 40, drop: 0, hashLimits: [1: 50])
+        _ = sim.run(busy: 60, perStep: 5, on: [0], settleSeconds: 5)
+        #expect(sim.b.node.externalCache.count == 50)
+        #expect(sim.b.node.receivedRefused > 0)
+        let lines = sim.b.logs.filter { $0.1.contains("external cache full (HashLimit 50)") }
+        #expect(lines.count >= 1 && lines.count <= 2, "\(lines)")
+        #expect(lines.first?.0 == .warning)
+    }
+
+    /// Finding 1: received flows were not filtered (the Filter section applied to local events
+    /// only). A flow the receiver's Filter refuses never reaches its external cache, or its
+    /// kernel without one.
+    @Test(arguments: [false, true])
+    func theFilterAppliesToWhatThePeerSends(injects: Bool) {
+        let sim = Cluster(seed: 41, drop: 10, jitter: 10, injects: injects, filters: [1: { $0.original.sourcePort % 2 == 0 }])
+        _ = sim.run(busy: 100, on: [0], settleSeconds: 10)
+        let sent = sim.a.node.internalCache.keys
+        let held = injects ? Array(sim.b.kernel.keys) : sim.b.node.externalCache.keys
+        #expect(Set(held) == Set(sent.filter { $0.original.sourcePort % 2 == 0 }))
+        #expect(sim.b.node.receivedFiltered > 0)
+    }
 }

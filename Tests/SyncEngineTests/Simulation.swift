@@ -141,22 +141,29 @@ final class Cluster {
     /// id -> version, per firewall: what its kernel holds.
     var live: [[Int: Int]]
 
-    static func settings(_ mode: SyncModeSettings, sequence: UInt32, links: Int = 1, injects: Bool = false) -> SyncNode.Settings {
+    static func settings(
+        _ mode: SyncModeSettings, sequence: UInt32, links: Int = 1, injects: Bool = false, hashLimit: Int = 1_000_000,
+        accepts: @escaping @Sendable (Flow) -> Bool = { _ in true }
+    ) -> SyncNode.Settings {
         SyncNode.Settings(
-            hashLimit: 1_000_000, sync: SyncNode.Sync(mode: mode, linkCount: links, injects: injects, initialSequence: sequence))
+            hashLimit: hashLimit, accepts: accepts, sync: SyncNode.Sync(mode: mode, linkCount: links, injects: injects, initialSequence: sequence))
     }
 
     init(
         seed: UInt64, nodes: Int = 2, mode: SyncModeSettings = .ftfw(windowSize: 30, resendQueueSize: 131_072), drop: UInt64,
-        duplicate: UInt64 = 0, jitter: Int64 = 0, links: Int = 1, injects: Bool = false, preload: Int = 0
+        duplicate: UInt64 = 0, jitter: Int64 = 0, links: Int = 1, injects: Bool = false, preload: Int = 0,
+        hashLimits: [Int: Int] = [:], filters: [Int: @Sendable (Flow) -> Bool] = [:]
     ) {
         rng = SeededGenerator(seed: seed)
         // The second node's numbering wraps around during the run.
         let sequences: [UInt32] = [UInt32(truncatingIfNeeded: seed &* 7919), UInt32.max - 50, 1 << 31, 12345]
+        let acceptAll: @Sendable (Flow) -> Bool = { _ in true }
         firewalls = (0..<nodes).map {
             SimFirewall(
                 name: String(UnicodeScalar(UInt8(97 + $0))),
-                settings: Self.settings(mode, sequence: sequences[$0 % 4], links: links, injects: injects),
+                settings: Self.settings(
+                    mode, sequence: sequences[$0 % 4], links: links, injects: injects, hashLimit: hashLimits[$0] ?? 1_000_000,
+                    accepts: filters[$0] ?? acceptAll),
                 now: 0)
         }
         network = SimNetwork(rng: SeededGenerator(seed: seed &+ 1), drop: drop, duplicate: duplicate, jitter: jitter)

@@ -46,6 +46,7 @@ final class Committer: @unchecked Sendable {
     /// Starts committing a snapshot of the external cache (a copy-on-write reference: the
     /// daemon's next change to the cache copies it, the commit thread reads this one).
     func start(_ entries: ContiguousArray<CacheEntry>, now: Int64, commitTimeout: Int?, windowTracking: Bool, batchSize: Int) {
+        let limits = KernelTimeouts.read()
         precondition(!running)
         running = true
         let thread = Thread { [self] in
@@ -53,7 +54,9 @@ final class Committer: @unchecked Sendable {
             // to the kernel, and pthread_setname_np is not visible to Swift here).
             try? "ctsyncd-commit".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
             // Prepared one by one as the messages are built: no second copy of the table.
-            let flows = entries.lazy.map { Self.prepare($0, now: now, commitTimeout: commitTimeout, windowTracking: windowTracking) }
+            let flows = entries.lazy.map {
+                Self.prepare($0, now: now, commitTimeout: commitTimeout, windowTracking: windowTracking, limits: limits)
+            }
             let report = Self.commit(flows, batchSize: batchSize)
             lock.withLock { finished = report }
             var byte: UInt8 = 1
@@ -100,13 +103,17 @@ final class Committer: @unchecked Sendable {
     /// is left or none was sent); the EXPECTED bit is cleared (the kernel refuses it); unless
     /// `TCPWindowTracking` is on, TCP flows are made liberal in both directions, since the
     /// window data the peer saw is not carried.
-    static func prepare(_ entry: CacheEntry, now: Int64, commitTimeout: Int?, windowTracking: Bool) -> Flow {
+    /// Without `CommitTimeout`, no more than the kernel's own timeout for the flow's state
+    /// (`limits`): what the peer sent is not trusted to be sane.
+    static func prepare(
+        _ entry: CacheEntry, now: Int64, commitTimeout: Int?, windowTracking: Bool, limits: KernelTimeouts = .defaults
+    ) -> Flow {
         var flow = entry.flow
         if let fixed = commitTimeout {
             flow.timeout = UInt32(clamping: fixed)
         } else {
             let left = Int64(flow.timeout ?? 0) - max(0, now - entry.lastUpdate)
-            flow.timeout = left > 0 ? UInt32(clamping: left) : 60
+            flow.timeout = min(left > 0 ? UInt32(clamping: left) : 60, limits.cap(for: flow))
         }
         flow.status.remove(.expected)
         if !windowTracking, var tcp = flow.tcp {

@@ -16,6 +16,8 @@ import SystemCalls
 final class Injector {
     private let table: KernelTable
     private let windowTracking: Bool
+    /// The kernel's timeouts, read at start: what the peer sends gets no more.
+    private let limits = KernelTimeouts.read()
     /// conntrackd's `external inject` figures.
     private(set) var counters = CacheCounters()
 
@@ -35,7 +37,8 @@ final class Injector {
             var end = start
             while end < changes.count && (changes[end].0 == .destroy) == deleting { end += 1 }
             let flows = changes[start..<end].map {
-                Committer.prepare(CacheEntry(flow: $0.1, since: now, lastUpdate: now), now: now, commitTimeout: nil, windowTracking: windowTracking)
+                Committer.prepare(
+                    CacheEntry(flow: $0.1, since: now, lastUpdate: now), now: now, commitTimeout: nil, windowTracking: windowTracking, limits: limits)
             }
             do {
                 let report = try table.write(flows, operation: deleting ? .delete : .createOrUpdate)

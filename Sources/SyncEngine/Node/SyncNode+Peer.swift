@@ -78,6 +78,17 @@ extension SyncNode {
 
     private mutating func act(on action: ModeAction, now: Int64, environment env: some SyncNodeEnvironment) {
         switch action {
+        case .apply(let kind, let flow) where kind != .destroy && !settings.accepts(flow):
+            // The Filter section applies to what the peer sends too: a flow it refuses never
+            // reaches the external cache or the kernel (one that stops passing it leaves).
+            receivedFiltered &+= 1
+            lastPeerData = now
+            stale?.remove(flow.key)
+            if injects {
+                injectQueue.append((.destroy, flow))
+            } else if externalCache[flow.key] != nil {
+                externalCache.remove(flow)
+            }
         case .apply(let kind, let flow) where injects:
             injectQueue.append((kind, flow))
         case .apply(.destroy, let flow):
@@ -85,7 +96,7 @@ extension SyncNode {
             stale?.remove(flow.key)
             lastPeerData = now
         case .apply(_, let flow):
-            externalCache.store(flow, now: now / 1000)
+            if case .rejected = externalCache.store(flow, now: now / 1000) { refused(now: now, environment: env) }
             stale?.remove(flow.key)
             lastPeerData = now
         case .bulkRequested:
@@ -112,6 +123,20 @@ extension SyncNode {
             env.log(.warning, "the peer's messages numbered outside the receive window for a while: its numbering adopted, its table requested again")
             staleResyncAcknowledged = stale == nil
         }
+    }
+
+    /// The external cache is at `HashLimit`: the peer's flow is refused. Said in the log (at most
+    /// every 10 s, with how many), not only counted: after a failover those flows are missing.
+    private mutating func refused(now: Int64, environment env: some SyncNodeEnvironment) {
+        receivedRefused &+= 1
+        refusedSinceLog += 1
+        guard now >= nextRefusalLog else { return }
+        env.log(
+            .warning,
+            "external cache full (HashLimit \(externalCache.limit)): \(refusedSinceLog) flows of the peer refused; they will be missing after a failover"
+        )
+        refusedSinceLog = 0
+        nextRefusalLog = now + Self.refusalLogMilliseconds
     }
 
     /// Answers the peer's resync requests: the whole internal cache, at most once a second

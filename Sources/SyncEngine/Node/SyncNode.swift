@@ -94,6 +94,10 @@ public struct SyncNode: Sendable {
     /// Malformed messages by conntrackd's `-s network` category.
     public internal(set) var malformed: [String: Int] = [:]
     public internal(set) var mirror = MirrorCounters()
+    /// The peer's flows the `Filter` section refused (they never reach the external cache or
+    /// the kernel), and those refused because the external cache was full.
+    public internal(set) var receivedFiltered = 0
+    public internal(set) var receivedRefused = 0
 
     // Kernel mirror.
     /// When a resync from a dump is owed (after an overrun), the latest time it runs.
@@ -118,6 +122,11 @@ public struct SyncNode: Sendable {
     var lastBulk: Int64 = .min / 2
     var bulkOwed = false
     public static let bulkIntervalMilliseconds: Int64 = 1000
+    /// The peer's flows refused since the last log line about it (the external cache at
+    /// `HashLimit`), and when the next line may go out.
+    var refusedSinceLog = 0
+    var nextRefusalLog: Int64 = .min / 2
+    static let refusalLogMilliseconds: Int64 = 10_000
     var nextLinkCheck: Int64 = 0
     var noLinkLogged = false
     /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
