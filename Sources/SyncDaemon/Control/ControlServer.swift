@@ -52,13 +52,28 @@ final class ControlServer {
         var pendingToken: Int?
         var pendingLegacy = false
         let deadline: Int64
-        init(fd: Int32, deadline: Int64) {
+        /// When the answer last moved: a client that stops reading is dropped after
+        /// `writeStallMilliseconds` (it held a whole dump in memory).
+        var lastProgress: Int64
+        init(fd: Int32, deadline: Int64, now: Int64) {
             self.fd = fd
             self.deadline = deadline
+            lastProgress = now
         }
     }
     private var connections: [Int32: Connection] = [:]
     private(set) var readFailures = 0
+    /// Connections refused because `connectionLimit` were open, and answers abandoned because
+    /// the client stopped reading.
+    private(set) var refusedConnections = 0
+    private(set) var stalledClients = 0
+    /// `accept` failed for want of descriptors: the listener rests until then (polling it
+    /// meanwhile would spin the loop at 100 % CPU).
+    private var acceptPausedUntil: Int64?
+    private var now: Int64 = 0
+    static let connectionLimit = 64
+    static let writeStallMilliseconds: Int64 = 5_000
+    static let acceptPauseMilliseconds: Int64 = 100
     private(set) var unknownRequests = 0
 
     /// Binds the socket (replacing a stale socket file: the caller holds the lock file, so no
@@ -77,7 +92,25 @@ final class ControlServer {
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
-        unlink(path)
+        // Only a stale socket is replaced: a file of another kind is not ours to delete, and a
+        // socket someone answers on belongs to a live daemon (with another lock file).
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFSOCK else {
+                Glibc.close(fd)
+                throw .failed("\(path) exists and is not a socket: not replacing it (UNIX Path)")
+            }
+            let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let answered = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            Glibc.close(probe)
+            guard answered != 0 else {
+                Glibc.close(fd)
+                throw .failed("another daemon answers on \(path): not taking its control socket over (UNIX Path)")
+            }
+            unlink(path)
+        }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         let oldMask = umask(0o177)
@@ -108,7 +141,8 @@ final class ControlServer {
 
     /// The descriptors to poll: the listening socket, and each connection for reading or writing.
     func pollDescriptors() -> [pollfd] {
-        var out = [pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0)]
+        var out: [pollfd] = []
+        if acceptPausedUntil == nil { out.append(pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0)) }
         for c in connections.values where c.pendingToken == nil {
             var events: Int32 = 0
             if !c.answered || (c.discarding && !c.inputClosed) { events |= Int32(POLLIN) }
@@ -120,14 +154,18 @@ final class ControlServer {
 
     /// The earliest request deadline, for the poll timeout.
     var nextDeadline: Int64? {
-        connections.values.filter { $0.pendingToken == nil && (!$0.answered || $0.discarding) }.map(\.deadline).min()
+        let requests = connections.values.filter { $0.pendingToken == nil && (!$0.answered || $0.discarding) }.map(\.deadline)
+        let writes = connections.values.filter { $0.answered && $0.written < $0.output.count }.map { $0.lastProgress + Self.writeStallMilliseconds }
+        return (requests + writes + [acceptPausedUntil].compactMap { $0 }).min()
     }
 
     /// Answers the connections waiting for `token`; false when none waits any more.
     @discardableResult
     func complete(token: Int, with reply: ControlReply) -> Bool {
+        now = monotonicMilliseconds()
         let waiting = connections.values.filter { $0.pendingToken == token }
         for c in waiting {
+            c.lastProgress = now
             c.pendingToken = nil
             answer(c, legacy: c.pendingLegacy, reply)
         }
@@ -137,6 +175,11 @@ final class ControlServer {
     /// Accepts, reads, answers and writes what the poll results allow. `handle` runs on the
     /// caller's thread for each complete request.
     func service(_ results: [pollfd], now: Int64, handle: (ControlRequest, _ legacy: Bool) -> ControlReply) {
+        self.now = now
+        if let paused = acceptPausedUntil, now >= paused {
+            acceptPausedUntil = nil
+            acceptAll(now: now)
+        }
         for result in results where result.revents != 0 {
             if result.fd == listenDescriptor {
                 acceptAll(now: now)
@@ -148,6 +191,10 @@ final class ControlServer {
                     read(c, handle: handle)
                 }
             }
+        }
+        for c in connections.values where c.answered && c.written < c.output.count && now - c.lastProgress >= Self.writeStallMilliseconds {
+            stalledClients += 1
+            drop(c)
         }
         for c in connections.values where now >= c.deadline && c.pendingToken == nil {
             if !c.answered {
@@ -163,10 +210,27 @@ final class ControlServer {
     private func acceptAll(now: Int64) {
         while true {
             let fd = accept(listenDescriptor, nil, nil)
-            if fd < 0 { return }
+            if fd < 0 {
+                if errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM {
+                    acceptPausedUntil = now + Self.acceptPauseMilliseconds
+                }
+                return
+            }
+            if connections.count >= Self.connectionLimit {
+                // Full: a newcomer (keepalived's `-c`, say) goes before a client that is not
+                // reading its answer; if every slot waits for a request, the newcomer is refused.
+                let reading = connections.values.filter { $0.answered && $0.written < $0.output.count && $0.pendingToken == nil }
+                guard let slowest = reading.min(by: { $0.lastProgress < $1.lastProgress }) else {
+                    Glibc.close(fd)
+                    refusedConnections += 1
+                    continue
+                }
+                stalledClients += 1
+                drop(slowest)
+            }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            connections[fd] = Connection(fd: fd, deadline: now + Self.requestDeadlineMilliseconds)
+            connections[fd] = Connection(fd: fd, deadline: now + Self.requestDeadlineMilliseconds, now: now)
         }
     }
 
@@ -255,6 +319,7 @@ final class ControlServer {
             let n = c.output[c.written...].withUnsafeBytes { send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 {
                 c.written += n
+                c.lastProgress = now
                 continue
             }
             if n < 0 && (errno == EAGAIN || errno == EINTR) { return }

@@ -106,6 +106,10 @@ struct DaemonStatistics: Codable, Equatable {
         var requests: Int
         var readFailed: Int
         var unknown: Int
+        /// Connections closed at once because `ControlServer.connectionLimit` were open.
+        var refused: Int
+        /// Answers abandoned because the client stopped reading for 5 s.
+        var stalled: Int
     }
 
     var uptimeSeconds: Int64
@@ -170,7 +174,9 @@ extension Daemon {
             commit: .init(
                 commits: stats.commits, running: committer?.running ?? false, created: stats.commitCreated, updated: stats.commitUpdated,
                 failed: stats.commitFailed),
-            control: .init(requests: stats.localRequests, readFailed: control?.readFailures ?? 0, unknown: control?.unknownRequests ?? 0))
+            control: .init(
+                requests: stats.localRequests, readFailed: control?.readFailures ?? 0, unknown: control?.unknownRequests ?? 0,
+                refused: control?.refusedConnections ?? 0, stalled: control?.stalledClients ?? 0))
     }
 
     /// A `-s` section in conntrackd's layout.

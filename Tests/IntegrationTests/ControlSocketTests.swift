@@ -1,0 +1,67 @@
+import Conntrack
+import ControlProtocol
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The control socket is bounded and is nobody else's to take (security review, finding 8).
+@Suite(.serialized, requiresNamespaces) struct ControlSocketTests {
+    /// A `Path` naming a regular file was deleted at start; now the daemon refuses to start.
+    @Test func aRegularFileAtThePathIsNotDeleted() throws {
+        let ns = try TestNamespace("cpf")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns)
+        defer { daemon.stop() }
+        try "keep me\n".write(toFile: daemon.socketPath, atomically: true, encoding: .utf8)
+        #expect(throws: (any Error).self) { try daemon.start() }
+        #expect(daemon.stderr.contains("exists and is not a socket"), "\(daemon.stderr)")
+        #expect((try? String(contentsOfFile: daemon.socketPath, encoding: .utf8)) == "keep me\n")
+    }
+
+    /// A second daemon with the same `Path` and another `LockFile` took the socket over; now it
+    /// refuses to start and the first one keeps answering.
+    @Test func aSecondDaemonCannotTakeTheSocketOver() throws {
+        let ns = try TestNamespace("cpt")
+        defer { ns.remove() }
+        let first = try TestDaemon(ns)
+        defer { first.stop() }
+        try first.start()
+        let second = try TestDaemon(ns) { dir in
+            TestDaemon.config(directory: dir).replacingOccurrences(of: "Path \(dir)/ctsyncd.ctl", with: "Path \(first.socketPath)")
+        }
+        defer { second.stop() }
+        try? second.start()  // its readiness probe reaches the first daemon: judge by its exit
+        #expect(eventually(within: 10) { !second.process.isRunning })
+        second.process.waitUntilExit()
+        #expect(second.process.terminationStatus == 1)
+        #expect(second.stderr.contains("another daemon answers on \(first.socketPath)"), "\(second.stderr)")
+        #expect(try first.ctsyncd(["-s"]).status == 0)
+        #expect(first.process.isRunning)
+    }
+
+    /// 200 clients asking for a dump and never reading held 670 MB past the request deadline.
+    /// Now at most 64 connections are open (a newcomer displaces the slowest reader) and an
+    /// answer nobody reads for 5 s is dropped; the daemon answers others all along.
+    @Test func slowReadersAreDroppedAndConnectionsCapped() throws {
+        let ns = try TestNamespace("cps")
+        defer { ns.remove() }
+        try ns.table { _ = try $0.write(burst(20_000), operation: .create) }
+        let daemon = try TestDaemon(ns)
+        defer { daemon.stop() }
+        try daemon.start()
+        let pid = daemon.process.processIdentifier
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+        let baseline = descriptors()
+        let request = Array(ControlRequest.dump(.internal, format: .text, filter: nil).encoded())
+        var clients: [ControlConnection] = []
+        for _ in 0..<100 { clients.append(try ControlConnection(path: daemon.socketPath, request: request)) }
+        defer { for c in clients { close(c.fd) } }
+        #expect(try daemon.ctsyncd(["-s"]).status == 0, "the daemon answers while they hang")
+        #expect(eventually(within: 12) { descriptors() <= baseline + 1 }, "\(descriptors()) descriptors, \(baseline) before")
+        let control = try #require(try daemon.stats()["control"] as? [String: Any])
+        #expect((control["stalled"] as? Int ?? 0) + (control["refused"] as? Int ?? 0) >= 100, "\(control)")
+    }
+}
