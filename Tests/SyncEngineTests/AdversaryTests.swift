@@ -141,4 +141,25 @@ import Testing
         #expect(Set(held) == Set(sent.filter { $0.original.sourcePort % 2 == 0 }))
         #expect(sim.b.node.receivedFiltered > 0)
     }
+
+    /// Finding 6: forged messages opening gaps, turn after turn, filled the resend queue with
+    /// our ACKs and NACKs until it evicted real flows still waiting for acknowledgement (their
+    /// loss could no longer be repaired). Now only flows and resync requests wait there.
+    @Test func aGapFloodEvictsNoRealFlowFromTheResendQueue() {
+        let sim = Cluster(seed: 42, mode: .ftfw(windowSize: 30, resendQueueSize: 2000), drop: 30, jitter: 10)
+        _ = sim.run(busy: 50, on: [1], settleSeconds: 10)
+        // a's resend queue is small, so a flood could fill it quickly.
+        var sequence = (UInt32.max - 50) &+ UInt32(truncatingIfNeeded: sim.b.node.mode!.counters.sent) &+ 100_000
+        for step in 0..<300 {
+            sim.churn(3, on: [0])
+            for _ in 0..<20 {
+                sequence &+= 2  // in the window, a gap each time
+                forge(SyncMessage(sequence: sequence, body: .alive), to: sim.a, now: sim.now)
+            }
+            sim.step()
+            if step % 50 == 0 { #expect(sim.a.node.mode!.counters.resendQueueOverflows == 0) }
+        }
+        #expect(sim.a.node.mode!.counters.resendQueueOverflows == 0)
+        #expect(sim.settle(seconds: 60), "\(sim.report)")
+    }
 }

@@ -63,9 +63,7 @@ final class ControlServer {
     }
     private var connections: [Int32: Connection] = [:]
     private(set) var readFailures = 0
-    /// Connections refused because `connectionLimit` were open, and answers abandoned because
-    /// the client stopped reading.
-    private(set) var refusedConnections = 0
+    /// Answers abandoned because the client stopped reading (or made room for a newcomer).
     private(set) var stalledClients = 0
     /// `accept` failed for want of descriptors: the listener rests until then (polling it
     /// meanwhile would spin the loop at 100 % CPU).
@@ -142,7 +140,9 @@ final class ControlServer {
     /// The descriptors to poll: the listening socket, and each connection for reading or writing.
     func pollDescriptors() -> [pollfd] {
         var out: [pollfd] = []
-        if acceptPausedUntil == nil { out.append(pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0)) }
+        if acceptPausedUntil == nil && (connections.count < Self.connectionLimit || slowestReader != nil) {
+            out.append(pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0))
+        }
         for c in connections.values where c.pendingToken == nil {
             var events: Int32 = 0
             if !c.answered || (c.discarding && !c.inputClosed) { events |= Int32(POLLIN) }
@@ -150,6 +150,12 @@ final class ControlServer {
             out.append(pollfd(fd: c.fd, events: Int16(events), revents: 0))
         }
         return out
+    }
+
+    /// The answered connection that has read least recently (a candidate to make room).
+    private var slowestReader: Connection? {
+        connections.values.filter { $0.answered && $0.written < $0.output.count && $0.pendingToken == nil }
+            .min { $0.lastProgress < $1.lastProgress }
     }
 
     /// The earliest request deadline, for the poll timeout.
@@ -209,24 +215,20 @@ final class ControlServer {
 
     private func acceptAll(now: Int64) {
         while true {
+            // Full: a newcomer (keepalived's `-c`, say) goes before the client that has read its
+            // answer least recently; if every slot still waits for its request, newcomers wait
+            // in the kernel's backlog until one frees (the listener is not polled meanwhile).
+            if connections.count >= Self.connectionLimit {
+                guard let slowest = slowestReader else { return }
+                stalledClients += 1
+                drop(slowest)
+            }
             let fd = accept(listenDescriptor, nil, nil)
             if fd < 0 {
                 if errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM {
                     acceptPausedUntil = now + Self.acceptPauseMilliseconds
                 }
                 return
-            }
-            if connections.count >= Self.connectionLimit {
-                // Full: a newcomer (keepalived's `-c`, say) goes before a client that is not
-                // reading its answer; if every slot waits for a request, the newcomer is refused.
-                let reading = connections.values.filter { $0.answered && $0.written < $0.output.count && $0.pendingToken == nil }
-                guard let slowest = reading.min(by: { $0.lastProgress < $1.lastProgress }) else {
-                    Glibc.close(fd)
-                    refusedConnections += 1
-                    continue
-                }
-                stalledClients += 1
-                drop(slowest)
             }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)

@@ -66,6 +66,12 @@ struct DaemonStatistics: Codable, Equatable {
         var sendErrors: UInt64
         /// Datagrams or connections from an address that is not the configured peer, on all links.
         var unknownPeer: UInt64
+        /// Messages far outside the receive window (dropped), and runs of them adopted.
+        var outOfWindow: Int
+        var numberingsAdopted: Int
+        /// The peer's flows the Filter section refused, and those a full external cache refused.
+        var receivedFiltered: Int
+        var receivedRefused: Int
     }
 
     struct Traffic: Codable, Equatable {
@@ -106,9 +112,8 @@ struct DaemonStatistics: Codable, Equatable {
         var requests: Int
         var readFailed: Int
         var unknown: Int
-        /// Connections closed at once because `ControlServer.connectionLimit` were open.
-        var refused: Int
-        /// Answers abandoned because the client stopped reading for 5 s.
+        /// Answers abandoned because the client stopped reading for 5 s, or made room for a
+        /// newcomer with `ControlServer.connectionLimit` connections open.
         var stalled: Int
     }
 
@@ -153,7 +158,8 @@ extension Daemon {
                 resendQueueOverflows: e.resendQueueOverflows, malformed: node.malformed.values.reduce(0, +), malformedKinds: node.malformed,
                 currentLink: links[node.currentLink].config.interface, datagramsSent: c.datagramsSent, datagramsReceived: c.datagramsReceived,
                 bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors,
-                unknownPeer: links.links.reduce(0) { $0 + $1.counters.unknownPeer })
+                unknownPeer: links.links.reduce(0) { $0 + $1.counters.unknownPeer }, outOfWindow: e.outOfWindow,
+                numberingsAdopted: e.numberingsAdopted, receivedFiltered: node.receivedFiltered, receivedRefused: node.receivedRefused)
         }
         let m = node.mirror
         let inject = environment.injector.map { injector in
@@ -176,7 +182,7 @@ extension Daemon {
                 failed: stats.commitFailed),
             control: .init(
                 requests: stats.localRequests, readFailed: control?.readFailures ?? 0, unknown: control?.unknownRequests ?? 0,
-                refused: control?.refusedConnections ?? 0, stalled: control?.stalledClients ?? 0))
+                stalled: control?.stalledClients ?? 0))
     }
 
     /// A `-s` section in conntrackd's layout.

@@ -207,7 +207,11 @@ public struct FTFWMode: SyncMode {
                 case .alive: body = .alive
                 }
                 out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
-                if control != .alive { remember(sequence, item) }
+                // Only a resync request waits for its acknowledgement. An ACK or NACK lost on
+                // the way is made good by the next ACK (which acknowledges past what it missed,
+                // and we resend that); kept in the resend queue, a flood of them (forged gaps)
+                // evicted real flows waiting there.
+                if control == .resync { remember(sequence, item) }
             case .hole:
                 break
             }
