@@ -77,7 +77,7 @@ enum ConfigBlock: CaseIterable, Sendable {
                 .ipv4Address, .ipv6Address, .ipv4Interface, .ipv6Interface, .interface, .group, .sndSocketBuffer, .rcvSocketBuffer,
                 .checksum,
             ]
-        case .options: return [.tcpWindowTracking, .expectationSync]
+        case .options: return [.tcpWindowTracking, .expectationSync, .ignoreReceived]
         case .stats: return [.logFile, .syslog]
         // conntrackd's grammar also takes QueueNum, QueueLen and Policy directly in Helper and
         // a Type inside a Type (helper_type doubles as helper_type_line); their values then

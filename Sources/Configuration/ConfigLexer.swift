@@ -74,6 +74,7 @@ enum ConfigKeyword: String, CaseIterable, Sendable {
     case options = "Options"
     case tcpWindowTracking = "TCPWindowTracking"
     case expectationSync = "ExpectationSync"
+    case ignoreReceived = "IgnoreReceived"
     case errorQueueLength = "ErrorQueueLength"
     case helper = "Helper"
     case queueNum = "QueueNum"

@@ -894,10 +894,38 @@ struct ConfigParser {
             case .expectationSync:
                 let value = try expectationSyncValue(t, in: path)
                 sync?.expectationSync = value
+            case .ignoreReceived:
+                let value = try receivedAttributes(t, in: path)
+                sync?.ignoredReceived = value
             default:
                 throw error(t, "unknown option '\(t.text)' in \(path)")
             }
         }
+    }
+
+    /// `IgnoreReceived { Labels Helper Mark SequenceAdjustment }`: a braced list of names.
+    private mutating func receivedAttributes(_ option: ConfigToken, in path: String) throws(ConfigError) -> ReceivedAttributes {
+        let open = next()
+        guard open.isOpenBrace else {
+            throw error(
+                open, "\(option.text) in \(path) expects a { list } of attributes (Labels, Helper, Mark, SequenceAdjustment), got \(describe(open))")
+        }
+        var result: ReceivedAttributes = []
+        while true {
+            let item = next()
+            if item.isCloseBrace { break }
+            if item.kind == .end {
+                throw error(
+                    item,
+                    "unexpected end of file in \(path): missing '}' to close the IgnoreReceived list opened at \(option.line):\(option.column)")
+            }
+            guard let hit = ReceivedAttributes.names.first(where: { $0.0.lowercased() == item.text.lowercased() }) else {
+                throw error(item, "unknown attribute '\(item.text)' in \(path).IgnoreReceived: expected Labels, Helper, Mark or SequenceAdjustment")
+            }
+            try checkSeparated(item, option: option, path: path, expects: "attribute names")
+            result.insert(hit.1)
+        }
+        return result
     }
 
     private mutating func expectationSyncValue(_ option: ConfigToken, in path: String) throws(ConfigError) -> ExpectationSync {
@@ -1136,6 +1164,7 @@ struct SyncBuilder {
     var startupResync = false
     var tcpWindowTracking = false
     var expectationSync = ExpectationSync.off
+    var ignoredReceived: ReceivedAttributes = []
     var errorQueueLength = ConfigDefaults.errorQueueLength
 
     init(openToken: ConfigToken) { self.openToken = openToken }
@@ -1180,9 +1209,11 @@ struct SyncBuilder {
                 given.1, "CommitTimeout is ignored with DisableExternalCache on (nothing is committed), as conntrackd ignores it")
             commit = nil
         }
-        return SyncConfig(
+        var config = SyncConfig(
             mode: syncMode, commitTimeout: commit, purgeTimeout: purgeTimeout, channels: channels.map(\.config),
             tcpWindowTracking: tcpWindowTracking, expectationSync: expectationSync, errorQueueLength: errorQueueLength)
+        config.ignoredReceived = ignoredReceived
+        return config
     }
 }
 

@@ -74,7 +74,7 @@ public struct DaemonConfig: Sendable, Equatable {
             "General.NetlinkBufferSizeMaxGrowth", "General.NetlinkOverrunResync", "General.NetlinkEventsReliable",
             "General.PollSecs", "General.EventIterationLimit", "General.Nice", "General.Systemd", "General.Scheduler",
             "General.Scheduler.Type", "General.Scheduler.Priority", "General.Filter",
-            "Sync", "Sync.Options", "Sync.Options.TCPWindowTracking", "Sync.CommitTimeout", "Sync.PurgeTimeout",
+            "Sync", "Sync.Options", "Sync.Options.TCPWindowTracking", "Sync.Options.IgnoreReceived", "Sync.CommitTimeout", "Sync.PurgeTimeout",
             "Sync.RefreshTime", "Sync.CacheTimeout",
             "Stats", "Stats.LogFile", "Stats.Syslog",
         ]

@@ -14,6 +14,9 @@ public struct SyncConfig: Sendable, Equatable {
     public var tcpWindowTracking: Bool
     /// `Options { ExpectationSync }`.
     public var expectationSync: ExpectationSync
+    /// `Options { IgnoreReceived { ... } }` (new in ctsync): attributes of the peer's flows that
+    /// are dropped on arrival, never cached, committed or injected.
+    public var ignoredReceived: ReceivedAttributes = []
     /// Buffers a TCP channel keeps while it cannot send (`ErrorQueueLength`, global in conntrackd
     /// even though it is written inside a TCP block).
     public var errorQueueLength: Int
@@ -34,6 +37,23 @@ public struct SyncConfig: Sendable, Equatable {
 
     /// The channel used first: the one marked `Default`, else the first.
     public var defaultChannelIndex: Int { channels.firstIndex { $0.isDefault } ?? 0 }
+}
+
+/// Attributes of a received flow that `IgnoreReceived` can drop: host-local values (labels set by
+/// a classifier such as nDPI have crashed kernels they were replayed on), helpers the backup
+/// should assign itself, marks with a meaning on one host only, sequence adjustments.
+public struct ReceivedAttributes: OptionSet, Sendable, Equatable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let labels = ReceivedAttributes(rawValue: 1)
+    public static let helper = ReceivedAttributes(rawValue: 2)
+    public static let mark = ReceivedAttributes(rawValue: 4)
+    public static let sequenceAdjustment = ReceivedAttributes(rawValue: 8)
+
+    /// The names the configuration takes (any case).
+    public static let names: [(String, ReceivedAttributes)] = [
+        ("Labels", .labels), ("Helper", .helper), ("Mark", .mark), ("SequenceAdjustment", .sequenceAdjustment),
+    ]
 }
 
 /// The replication protocol and its options.

@@ -1,3 +1,4 @@
+import Configuration
 import FlowModel
 import Foundation
 import SyncEngine
@@ -39,5 +40,32 @@ import Testing
         #expect(prepared(flow(.gre, timeout: 99_999)) == 600)
         // The operator's CommitTimeout is not capped.
         #expect(prepared(flow(.tcp, state: .established, timeout: 8_553_600), commitTimeout: 900_000) == 900_000)
+    }
+}
+
+/// `IgnoreReceived`: the node's settings strip the listed attributes from the peer's flows.
+@Suite struct IgnoreReceivedSettingsTests {
+    @Test func theListedAttributesAreDropped() throws {
+        let text = """
+            Sync {
+                Mode FTFW { }
+                Options { IgnoreReceived { Labels Helper } }
+                UDP { IPv4_address 198.18.0.1 IPv4_Destination_Address 198.18.0.2 Port 3780 Interface eth1 }
+            }
+            """
+        let settings = Daemon.nodeSettings(try DaemonConfig.parse(text, path: "t.conf"), links: nil)
+        var flow = Flow(
+            proto: .tcp, original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 1, destinationPort: 21),
+            tcp: TCPInfo(state: .established), status: [.assured, .helper], timeout: 100, mark: 9)
+        flow.labels = FlowLabels(bits: [3, 100])
+        flow.helper = "ftp"
+        let transform = try #require(settings.receivedTransform)
+        let received = transform(flow)
+        #expect(received.labels == FlowLabels() && received.helper == nil && !received.status.contains(.helper))
+        #expect(received.mark == 9 && received.key == flow.key && received.tcp == flow.tcp)
+        // Without the option nothing is touched.
+        let plain = Daemon.nodeSettings(
+            try DaemonConfig.parse(text.replacingOccurrences(of: "IgnoreReceived { Labels Helper }", with: ""), path: "t.conf"), links: nil)
+        #expect(plain.receivedTransform == nil)
     }
 }

@@ -89,11 +89,28 @@ public final class Daemon {
                 injects: !s.mode.usesExternalCache, startupResync: s.mode.startupResync,
                 initialSequence: UInt32(truncatingIfNeeded: time(nil)))
         }
-        return SyncNode.Settings(
+        var settings = SyncNode.Settings(
             hashLimit: general.hashLimit, expectedFlows: general.hashSize, accepts: { filter.accepts($0) },
             listensToEvents: general.pollSeconds <= 0, pollMilliseconds: general.pollSeconds > 0 ? Int64(general.pollSeconds) * 1000 : nil,
             overrunResyncSeconds: general.netlinkOverrunResync,
             logsEndedFlows: config.stats.map { $0.logFile != nil || $0.syslogFacility != nil } ?? false, sync: sync)
+        if let ignored = config.sync?.ignoredReceived, !ignored.isEmpty {
+            settings.receivedTransform = { flow in
+                var f = flow
+                if ignored.contains(.labels) { f.labels = FlowLabels() }
+                if ignored.contains(.helper) {
+                    f.helper = nil
+                    f.status.remove(.helper)
+                }
+                if ignored.contains(.mark) { f.mark = 0 }
+                if ignored.contains(.sequenceAdjustment) {
+                    f.sequenceAdjustment = nil
+                    f.status.remove(.seqAdjust)
+                }
+                return f
+            }
+        }
+        return settings
     }
 
     /// Runs until SIGTERM/SIGINT or `-k`. Returns the exit status.

@@ -77,6 +77,10 @@ extension SyncNode {
     }
 
     private mutating func act(on action: ModeAction, now: Int64, environment env: some SyncNodeEnvironment) {
+        var action = action
+        if case .apply(let kind, let flow) = action, kind != .destroy, let transform = settings.receivedTransform {
+            action = .apply(kind, transform(flow))
+        }
         switch action {
         case .apply(let kind, let flow) where kind != .destroy && !settings.accepts(flow):
             // The Filter section applies to what the peer sends too: a flow it refuses never

@@ -30,6 +30,9 @@ public struct SyncNode: Sendable {
         public var overrunResyncSeconds: Int?
         /// Stats mode: every flow that ends is handed to `flowEnded`.
         public var logsEndedFlows: Bool
+        /// Applied to every flow the peer sends before it is cached or injected (`IgnoreReceived`:
+        /// labels, helper, mark or sequence adjustment dropped).
+        public var receivedTransform: (@Sendable (Flow) -> Flow)?
         /// The Sync section; nil for a node that only mirrors its kernel.
         public var sync: Sync?
 
