@@ -4,14 +4,25 @@
 // further (an odd address). Besides ASan's and Swift's own checks, the answers must agree with
 // each other and whatever decodes must re-encode into bytes that decode to the same thing; a
 // violation traps, which libFuzzer reports as a crash with the input saved.
+//
+// Inputs are datagrams, up to the 65,507 bytes a UDP datagram carries (run.sh: -max_len=65507).
+// With CTSYNC_FUZZ_STRICT set (run.sh's seed check) an input must also be a valid datagram: one
+// or more messages that all decode.
 
 import FlowModel
+import Glibc
 import SyncProtocol
+
+let strict = getenv("CTSYNC_FUZZ_STRICT") != nil
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func syncWireFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     guard let data else { return 0 }
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
+    if strict {
+        let (messages, error) = SyncWire.decodeDatagram(bytes)
+        require(error == nil && !messages.isEmpty, "strict: not a valid datagram: \(error.map { "\($0)" } ?? "empty")")
+    }
     check(bytes)
     if size > 1 { check(UnsafeRawBufferPointer(rebasing: bytes[1...])) }
     return 0
