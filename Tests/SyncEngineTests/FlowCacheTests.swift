@@ -106,6 +106,38 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
 }
 
 @Suite struct FlowTableTests {
+    /// Churn at a steady count (a generation in, an old one out, as on a busy firewall) must not
+    /// grow the index: it used to double on every rehash that tombstones triggered.
+    @Test func churnAtASteadyCountKeepsTheIndexSize() {
+        var table = FlowTable()
+        var live: [FlowKey] = []
+        var port = 0
+        func entry() -> CacheEntry {
+            port += 1
+            var f = udp(UInt16(truncatingIfNeeded: port))
+            f.original.source = IPAddress(ipv4: 0xC612_0000 | UInt32(port >> 16))
+            return CacheEntry(flow: f, since: 0, lastUpdate: 0)
+        }
+        for _ in 0..<5_000 {
+            let e = entry()
+            table.insert(e)
+            live.append(e.flow.key)
+        }
+        let settled = table.indexCapacity
+        for round in 0..<200 {
+            for _ in 0..<1_000 {
+                let e = entry()
+                table.insert(e)
+                live.append(e.flow.key)
+            }
+            for key in live.prefix(1_000) { _ = table.remove(key) }
+            live.removeFirst(1_000)
+            #expect(table.count == 5_000)
+            if round % 50 == 49 { #expect(table.indexCapacity <= 2 * settled, "round \(round): \(table.indexCapacity) slots for 5000 flows") }
+        }
+        for key in live.prefix(100) { #expect(table[key] != nil) }
+    }
+
     /// Random inserts and removals against a Dictionary as the model.
     @Test(arguments: [1, 2, 3])
     func behavesLikeADictionary(seed: UInt64) {
