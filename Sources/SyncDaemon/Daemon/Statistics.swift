@@ -28,18 +28,6 @@ struct DaemonStatistics: Codable, Equatable {
             destroyFailed = c.destroyFailed
             noSpace = c.noSpace
         }
-
-        var counters: CacheCounters {
-            var c = CacheCounters()
-            c.created = created
-            c.createFailed = createFailed
-            c.updated = updated
-            c.updateFailed = updateFailed
-            c.destroyed = destroyed
-            c.destroyFailed = destroyFailed
-            c.noSpace = noSpace
-            return c
-        }
     }
 
     struct Sync: Codable, Equatable {
@@ -192,15 +180,15 @@ extension Daemon {
         let channel = current.map { StatsReport.channel($0.counters, device: $0.config.interface, kind: $0.config.kind) } ?? ""
         switch section {
         case .general:
-            return StatsReport.cacheSummary(name: "internal", active: s.internalCache.active, counters: s.internalCache.counters)
+            return StatsReport.cacheSummary(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters)
                 + (environment.injector.map { StatsReport.injectSummary($0.counters) }
-                    ?? StatsReport.cacheSummary(name: "external", active: s.externalCache.active, counters: s.externalCache.counters))
+                    ?? StatsReport.cacheSummary(name: "external", active: s.externalCache.active, counters: node.externalCache.counters))
                 + StatsReport.traffic(bytes: s.traffic.bytes, packets: s.traffic.packets)
                 + channel
                 + StatsReport.messageTracking(malformed: s.sync?.malformed ?? 0, lost: s.sync?.lost ?? 0)
         case .cache:
-            return StatsReport.cacheDetail(name: "internal", active: s.internalCache.active, counters: s.internalCache.counters)
-                + StatsReport.cacheDetail(name: "external", active: s.externalCache.active, counters: s.externalCache.counters)
+            return StatsReport.cacheDetail(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters)
+                + StatsReport.cacheDetail(name: "external", active: s.externalCache.active, counters: node.externalCache.counters)
         case .runtime:
             return StatsReport.runtime(s, eventsUnknown: stats.eventsUnknown)
         case .network:
