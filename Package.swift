@@ -5,6 +5,7 @@ import PackageDescription
 //   FlowModel, SystemCalls       pure values / the one system-call error; no C library
 //   SyncProtocol                 conntrackd's wire format (FlowModel)
 //   SyncEngine                   the pure sync node: caches, modes, FTFW (FlowModel, SyncProtocol)
+//   SyncAuth                     sealed and verified frames, the key file (swift-crypto)
 //   Configuration                conntrackd.conf's grammar and ctsync's settings (FlowModel)
 //   ControlProtocol              control requests/answers and the client (FlowModel, SystemCalls)
 //   Conntrack                    the kernel: netlink via libnetfilter_conntrack (CNetfilter)
@@ -21,6 +22,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(
@@ -33,12 +35,13 @@ let package = Package(
         .target(name: "Conntrack", dependencies: ["CNetfilter", "FlowModel", "SystemCalls"]),
         .target(name: "SyncProtocol", dependencies: ["FlowModel"]),
         .target(name: "SyncEngine", dependencies: ["FlowModel", "SyncProtocol"]),
+        .target(name: "SyncAuth", dependencies: ["SyncProtocol", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Configuration", dependencies: ["FlowModel"]),
         .target(name: "ControlProtocol", dependencies: ["FlowModel", "SystemCalls"]),
         .target(
             name: "SyncDaemon",
             dependencies: [
-                "Conntrack", "SyncProtocol", "SyncEngine", "Configuration", "ControlProtocol", "SystemCalls",
+                "Conntrack", "SyncProtocol", "SyncEngine", "SyncAuth", "Configuration", "ControlProtocol", "SystemCalls",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -56,6 +59,7 @@ let package = Package(
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "CNetfilter", "TestSupport"]),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "FlowModel", "TestSupport"]),
         .testTarget(name: "SyncEngineTests", dependencies: ["SyncEngine", "SyncProtocol", "FlowModel", "TestSupport"]),
+        .testTarget(name: "SyncAuthTests", dependencies: ["SyncAuth", "SyncProtocol", "TestSupport"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "FlowModel", "TestSupport"]),
         .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "ControlProtocol", "Configuration", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack", "TestSupport"]),

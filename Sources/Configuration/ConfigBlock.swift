@@ -16,6 +16,7 @@ enum ConfigBlock: CaseIterable, Sendable {
     case multicast
     case tcp
     case options
+    case auth
     case stats
     case helper
     case helperType
@@ -38,6 +39,7 @@ enum ConfigBlock: CaseIterable, Sendable {
         case .multicast: return "Sync.Multicast"
         case .tcp: return "Sync.TCP"
         case .options: return "Sync.Options"
+        case .auth: return "Sync.Auth"
         case .stats: return "Stats"
         case .helper: return "Helper"
         case .helperType: return "Helper.Type"
@@ -58,7 +60,7 @@ enum ConfigBlock: CaseIterable, Sendable {
         case .scheduler: return [.type, .priority]
         case .filter: return [.protocolKeyword, .address, .state]
         case .addressList: return [.ipv4Address, .ipv6Address]
-        case .sync: return [.refreshTime, .cacheTimeout, .commitTimeout, .purgeTimeout, .multicast, .udp, .tcp, .mode, .options]
+        case .sync: return [.refreshTime, .cacheTimeout, .commitTimeout, .purgeTimeout, .multicast, .udp, .tcp, .mode, .options, .auth]
         case .ftfw: return [.resendQueueSize, .commitTimeout, .purgeTimeout, .ackWindowSize, .disableExternalCache, .startupResync]
         case .notrack: return [.commitTimeout, .purgeTimeout, .disableInternalCache, .disableExternalCache, .startupResync]
         case .alarm: return [.refreshTime, .cacheTimeout, .commitTimeout, .purgeTimeout]
@@ -78,6 +80,7 @@ enum ConfigBlock: CaseIterable, Sendable {
                 .checksum,
             ]
         case .options: return [.tcpWindowTracking, .expectationSync, .ignoreReceived]
+        case .auth: return [.keyFile, .algorithm, .nodeId]
         case .stats: return [.logFile, .syslog]
         // conntrackd's grammar also takes QueueNum, QueueLen and Policy directly in Helper and
         // a Type inside a Type (helper_type doubles as helper_type_line); their values then

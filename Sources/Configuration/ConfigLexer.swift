@@ -85,6 +85,10 @@ enum ConfigKeyword: String, CaseIterable, Sendable {
     case systemd = "Systemd"
     case startupResync = "StartupResync"
     case setup = "Setup"
+    case auth = "Auth"
+    case keyFile = "KeyFile"
+    case algorithm = "Algorithm"
+    case nodeId = "NodeId"
 
     /// The name used in setting paths and docs: aliases map to the option they stand for.
     var canonicalName: String {

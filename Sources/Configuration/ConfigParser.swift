@@ -711,6 +711,9 @@ struct ConfigParser {
             case .options:
                 record(t, block: path, name: k.canonicalName, repeatable: true)
                 try parseSyncOptions(t)
+            case .auth:
+                record(t, block: path, name: k.canonicalName)
+                try parseAuth(t)
             default:
                 throw error(t, "unknown option '\(t.text)' in \(path)")
             }
@@ -901,6 +904,39 @@ struct ConfigParser {
                 throw error(t, "unknown option '\(t.text)' in \(path)")
             }
         }
+    }
+
+    /// `Auth { KeyFile /path; Algorithm HMAC-SHA256|ChaCha20-Poly1305; NodeId n }`.
+    private mutating func parseAuth(_ open: ConfigToken) throws(ConfigError) {
+        let path = "Sync.Auth"
+        try openBrace("Auth in Sync")
+        var keyFile: String?
+        var algorithm = AuthConfig.Algorithm.hmacSHA256
+        var nodeId: UInt32?
+        while let option = try nextOption(in: .auth, path: path, opened: open) {
+            let (t, k) = (option.token, option.keyword)
+            record(t, block: path, name: k.canonicalName)
+            switch k {
+            case .keyFile:
+                keyFile = try pathValue(t, in: path, maximumLength: Self.maximumFileNameLength)
+            case .algorithm:
+                let names = AuthConfig.Algorithm.allCases.map(\.rawValue).joined(separator: " or ")
+                let value = try word(t, in: path, expects: names)
+                guard let hit = AuthConfig.Algorithm.allCases.first(where: { $0.rawValue.lowercased() == value.text.lowercased() }) else {
+                    throw error(value, "Algorithm in \(path) expects \(names), got '\(value.text)'")
+                }
+                algorithm = hit
+            case .nodeId:
+                let value = try number(t, in: path, range: 1...Int(UInt32.max), expects: "a node id from 1 to \(UInt32.max)")
+                nodeId = UInt32(value)
+            default:
+                throw error(t, "unknown option '\(t.text)' in \(path)")
+            }
+        }
+        guard let keyFile else {
+            throw error(open, "Auth in Sync needs a KeyFile: the file of shared keys (docs/security.md tells how to make one)")
+        }
+        sync?.auth = AuthConfig(keyFile: keyFile, algorithm: algorithm, nodeId: nodeId)
     }
 
     /// `IgnoreReceived { Labels Helper Mark SequenceAdjustment }`: a braced list of names.
@@ -1165,6 +1201,7 @@ struct SyncBuilder {
     var tcpWindowTracking = false
     var expectationSync = ExpectationSync.off
     var ignoredReceived: ReceivedAttributes = []
+    var auth: AuthConfig?
     var errorQueueLength = ConfigDefaults.errorQueueLength
 
     init(openToken: ConfigToken) { self.openToken = openToken }
@@ -1213,6 +1250,7 @@ struct SyncBuilder {
             mode: syncMode, commitTimeout: commit, purgeTimeout: purgeTimeout, channels: channels.map(\.config),
             tcpWindowTracking: tcpWindowTracking, expectationSync: expectationSync, errorQueueLength: errorQueueLength)
         config.ignoredReceived = ignoredReceived
+        config.auth = auth
         return config
     }
 }

@@ -20,6 +20,9 @@ public struct SyncConfig: Sendable, Equatable {
     /// Buffers a TCP channel keeps while it cannot send (`ErrorQueueLength`, global in conntrackd
     /// even though it is written inside a TCP block).
     public var errorQueueLength: Int
+    /// `Auth { ... }` (new in ctsync): every frame on the links sealed and verified; nil = off,
+    /// conntrackd's unauthenticated wire.
+    public var auth: AuthConfig?
 
     public init(
         mode: ModeConfig, commitTimeout: Int? = nil, purgeTimeout: Int = ConfigDefaults.purgeTimeout, channels: [ChannelConfig],
@@ -276,5 +279,23 @@ public struct MulticastChannel: Sendable, Equatable {
         self.sendBufferSize = sendBufferSize
         self.receiveBufferSize = receiveBufferSize
         self.checksum = checksum
+    }
+}
+
+/// The `Auth` block of the Sync section.
+public struct AuthConfig: Sendable, Equatable {
+    public enum Algorithm: String, Sendable, CaseIterable {
+        case hmacSHA256 = "HMAC-SHA256"
+        case chacha20Poly1305 = "ChaCha20-Poly1305"
+    }
+    /// The key file: `ID SECRET` lines (see docs/security.md); checked when the daemon starts.
+    public var keyFile: String
+    public var algorithm: Algorithm
+    /// This node's id in its frames; nil = derived from the first link's local address.
+    public var nodeId: UInt32?
+    public init(keyFile: String, algorithm: Algorithm = .hmacSHA256, nodeId: UInt32? = nil) {
+        self.keyFile = keyFile
+        self.algorithm = algorithm
+        self.nodeId = nodeId
     }
 }

@@ -26,9 +26,12 @@ struct SyncPair {
     let linkName: String
 
     /// The Sync section of one side (FTFW over UDP unicast).
-    func syncSection(local: String, peer: String, interface: String, extra: String = "", mode: String = "FTFW", transport: String = "UDP") -> String {
+    func syncSection(
+        local: String, peer: String, interface: String, extra: String = "", mode: String = "FTFW", transport: String = "UDP", syncExtra: String = ""
+    ) -> String {
         """
         Sync {
+            \(syncExtra)
             Mode \(mode) {
                 \(mode == "FTFW" ? "ResendQueueSize 262144" : "")
                 \(extra)
@@ -47,9 +50,10 @@ struct SyncPair {
     }
 
     /// The Sync section of one side over multicast (group 225.0.0.50 on the sync link).
-    func multicastSection(local: String, interface: String) -> String {
+    func multicastSection(local: String, interface: String, syncExtra: String = "") -> String {
         """
         Sync {
+            \(syncExtra)
             Mode FTFW {
             }
             Multicast {
@@ -65,11 +69,17 @@ struct SyncPair {
         """
     }
 
-    func daemons(extra: String = "", multicast: Bool = false, mode: String = "FTFW", transport: String = "UDP") throws -> (TestDaemon, TestDaemon) {
-        let sections = [("198.18.254.1", "198.18.254.2", "\(linkName)a"), ("198.18.254.2", "198.18.254.1", "\(linkName)b")].map {
+    /// `syncExtra`: lines for each side's Sync section itself (a: first, b: second).
+    func daemons(
+        extra: String = "", multicast: Bool = false, mode: String = "FTFW", transport: String = "UDP", syncExtra: (String, String) = ("", "")
+    ) throws -> (TestDaemon, TestDaemon) {
+        let sides = [
+            ("198.18.254.1", "198.18.254.2", "\(linkName)a", syncExtra.0), ("198.18.254.2", "198.18.254.1", "\(linkName)b", syncExtra.1),
+        ]
+        let sections = sides.map {
             multicast
-                ? multicastSection(local: $0.0, interface: $0.2)
-                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra, mode: mode, transport: transport)
+                ? multicastSection(local: $0.0, interface: $0.2, syncExtra: $0.3)
+                : syncSection(local: $0.0, peer: $0.1, interface: $0.2, extra: extra, mode: mode, transport: transport, syncExtra: $0.3)
         }
         let da = try TestDaemon(a) { TestDaemon.config(directory: $0, extra: sections[0]) }
         let db = try TestDaemon(b) { TestDaemon.config(directory: $0, extra: sections[1]) }

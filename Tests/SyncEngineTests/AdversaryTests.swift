@@ -162,4 +162,29 @@ import Testing
         #expect(sim.a.node.mode!.counters.resendQueueOverflows == 0)
         #expect(sim.settle(seconds: 60), "\(sim.report)")
     }
+
+    /// NACK handling is rate-limited: forged NACKs covering everything in flight, a hundred a
+    /// second, make a send at most a resend queue's worth again per second (each NACK resent
+    /// the whole queue before), and the pair still converges.
+    @Test func nackFloodIsRateLimited() {
+        let sim = Cluster(seed: 43, mode: .ftfw(windowSize: 30, resendQueueSize: 500), drop: 100, jitter: 0)
+        sim.churn(400, on: [0])
+        for _ in 0..<5 { sim.step() }
+        let queued = sim.a.node.mode!.resendQueueLength
+        #expect(queued > 150, "\(queued)")
+        let first = UInt32(truncatingIfNeeded: UInt64(43) &* 7919)
+        let before = sim.a.node.mode!.counters.sent
+        var sequence = (UInt32.max - 50) &+ UInt32(truncatingIfNeeded: sim.b.node.mode!.counters.sent)
+        for _ in 0..<100 {
+            sequence &+= 1
+            let last = first &+ UInt32(truncatingIfNeeded: sim.a.node.mode!.counters.sent) &- 1
+            forge(SyncMessage(sequence: sequence, body: .nack(from: first, to: last)), to: sim.a, now: sim.now)
+            sim.step()  // 10 ms: 100 NACKs within a second
+        }
+        let resent = sim.a.node.mode!.counters.sent - before
+        #expect(resent <= 2 * 500 + 200, "resent \(resent) messages for \(queued) in flight")
+        #expect(sim.a.node.mode!.counters.nacksLimited > 0)
+        sim.network.drop = 0
+        #expect(sim.settle(seconds: 60), "\(sim.report)")
+    }
 }

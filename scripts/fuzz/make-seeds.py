@@ -111,7 +111,7 @@ def command(number, step=0):
 
 
 def main():
-    for harness in ("wire", "node", "control", "config"):
+    for harness in ("wire", "frame", "stream", "node", "control", "config"):
         shutil.rmtree(os.path.join(SEEDS, harness), ignore_errors=True)
 
     # SyncWire: datagrams.
@@ -231,7 +231,34 @@ def main():
         if name.endswith(".conf"):
             shutil.copyfile(os.path.join(conf, name), os.path.join(SEEDS, "config", name))
 
-    for harness in ("wire", "node", "control", "config"):
+    # SyncFrameFuzz: records [length][frame] of frames sealed as the harness's stand-in tag does
+    # (FNV-1a over header and payload, keyed by the key id); algorithm 2 "encrypts" by XOR 0x5a.
+    def frame(payload, algorithm=1, node=7, epoch=5, counter=1, key=1):
+        body = bytes(b ^ 0x5A for b in payload) if algorithm == 2 else payload
+        head = b"ctsA" + bytes([1, algorithm, key, 0]) + struct.pack(">IQQHH", node, epoch, counter, len(payload), 0)
+        h = 2166136261 ^ key
+        for b in head + body:
+            h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+        return head + body + struct.pack(">I", h)
+
+    def records(frames):
+        return b"".join(struct.pack(">H", len(f)) + f for f in frames)
+
+    flows = [unhex(CAPTURED[name]) for name in sorted(CAPTURED)]
+    write("frame", "hmac-one-flow.bin", records([frame(flows[0])]))
+    write("frame", "aead-one-flow.bin", records([frame(flows[1], algorithm=2)]))
+    write("frame", "hmac-run-reordered.bin", records([frame(f, counter=c) for f, c in zip(flows, [3, 1, 2, 7, 5, 6, 4])]))
+    write("frame", "hmac-two-senders-two-keys.bin", records([frame(flows[2], node=7), frame(flows[3], node=8, key=2), frame(flows[4], node=7, epoch=6)]))
+    write("frame", "aead-controls.bin", records([frame(unhex(CONTROLS), algorithm=2)]))
+
+    # StreamFramerFuzz: [mode][split seed][stream]: messages (mode 0) or frames (mode 1, any tag).
+    stream_messages = b"".join(flows) + unhex(CONTROLS)
+    write("stream", "messages.bin", bytes([0, 0x2B]) + stream_messages)
+    write("stream", "messages-expectation.bin", bytes([0, 0x11]) + unhex(EXPECTATION) + flows[0])
+    sealed = b"".join(frame(f, algorithm=2)[:-4] + bytes(16) for f in flows)
+    write("stream", "frames.bin", bytes([1, 0x07]) + sealed)
+
+    for harness in ("wire", "frame", "stream", "node", "control", "config"):
         print("%-8s %d seeds" % (harness, len(os.listdir(os.path.join(SEEDS, harness)))))
 
 

@@ -9,8 +9,8 @@
 #       all harnesses, SECONDS in total: each gets SECONDS divided by their number (at least 1)
 #   scripts/fuzz/run.sh                     the same as scripts/fuzz/run.sh 60
 #
-# Harnesses: wire (SyncWireFuzz), node (SyncNodeFuzz), control (ControlRequestFuzz),
-# config (ConfigFuzz); the file names work too.
+# Harnesses: wire (SyncWireFuzz), frame (SyncFrameFuzz), stream (StreamFramerFuzz), node
+# (SyncNodeFuzz), control (ControlRequestFuzz), config (ConfigFuzz); the file names work too.
 #
 # Output: .build-fuzz/modules/ (the modules' objects, shared and rebuilt only when a source
 # changed) and, per harness, .build-fuzz/<harness>/: the fuzzer, corpus/ (kept between runs;
@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 script=$(pwd)/scripts/fuzz/run.sh
 
-all_harnesses=(wire node control config)
+all_harnesses=(wire frame stream node control config)
 usage() {
     sed -n '6,13p' "$script" | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -47,11 +47,13 @@ else
         case "$name" in
         all) harnesses+=("${all_harnesses[@]}") ;;
         wire | SyncWireFuzz) harnesses+=(wire) ;;
+        frame | SyncFrameFuzz) harnesses+=(frame) ;;
+        stream | StreamFramerFuzz) harnesses+=(stream) ;;
         node | SyncNodeFuzz) harnesses+=(node) ;;
         control | ControlRequestFuzz) harnesses+=(control) ;;
         config | ConfigFuzz) harnesses+=(config) ;;
         *)
-            echo "fuzz: unknown harness '$name' (wire, node, control, config, all)" >&2
+            echo "fuzz: unknown harness '$name' (wire, frame, stream, node, control, config, all)" >&2
             usage
             ;;
         esac
@@ -84,6 +86,8 @@ fi
 harness_file() {
     case "$1" in
     wire) echo SyncWireFuzz ;;
+    frame) echo SyncFrameFuzz ;;
+    stream) echo StreamFramerFuzz ;;
     node) echo SyncNodeFuzz ;;
     control) echo ControlRequestFuzz ;;
     config) echo ConfigFuzz ;;
@@ -91,7 +95,7 @@ harness_file() {
 }
 harness_modules() {
     case "$1" in
-    wire) echo FlowModel SyncProtocol ;;
+    wire | frame | stream) echo FlowModel SyncProtocol ;;
     node) echo FlowModel SyncProtocol SyncEngine ;;
     control) echo FlowModel SystemCalls ControlProtocol ;;
     config) echo FlowModel Configuration ;;
@@ -103,6 +107,8 @@ harness_modules() {
 harness_max_len() {
     case "$1" in
     wire) echo 65507 ;;
+    frame) echo 65536 ;;
+    stream) echo 200000 ;;
     node) echo 65536 ;;
     control) echo 65536 ;;
     config) echo 16384 ;;

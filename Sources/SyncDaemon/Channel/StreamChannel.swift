@@ -2,6 +2,7 @@ import Configuration
 import Conntrack
 import ControlProtocol
 import Foundation
+import SyncProtocol
 import SystemCalls
 
 #if canImport(Glibc)
@@ -43,14 +44,15 @@ final class StreamChannel: SyncLink {
     /// Bytes kept while connected and the socket is full: the peer is there and reading, so
     /// a burst waits in memory instead of being dropped, up to this much.
     static let connectedBacklogBytes = 64 << 20
-    private var input: [UInt8] = []
+    private var framer: StreamFramer
     private var chunk = [UInt8](repeating: 0, count: 65536)
     /// Connections dropped because the incoming stream could not be framed.
     private(set) var framingErrors = 0
     static let reconnectMilliseconds: Int64 = 1000
-    static let headerSize = 8
 
-    init(_ config: ChannelConfig, errorQueueLength: Int) throws(SystemCallError) {
+    /// `framing`: conntrackd's messages, or authenticated frames when `Auth` is on.
+    init(_ config: ChannelConfig, errorQueueLength: Int, framing: StreamFramer.Framing = .messages) throws(SystemCallError) {
+        framer = StreamFramer(framing)
         guard case .tcp(let c) = config else { throw SystemCallError("TCP link", errno: EINVAL) }
         self.config = config
         local = c.localAddress
@@ -168,7 +170,7 @@ final class StreamChannel: SyncLink {
             // A new connection from the peer replaces the old one (it restarted or reconnected).
             if inbound >= 0 { close(inbound) }
             inbound = fd
-            input.removeAll(keepingCapacity: true)
+            framer.reset()
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
             if let size = receiveBuffer { DatagramChannel.setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, size) }
@@ -190,24 +192,17 @@ final class StreamChannel: SyncLink {
                 return
             }
             counters.bytesReceived += UInt64(n)
-            input.append(contentsOf: chunk[0..<n])
-            // Whole messages only: each header gives its length (bytes 2-3, big-endian).
-            var end = 0
-            while input.count - end >= Self.headerSize {
-                let length = Int(input[end + 2]) << 8 | Int(input[end + 3])
-                guard length >= Self.headerSize else {
-                    framingErrors += 1
-                    counters.receiveErrors += 1
-                    dropInbound()
-                    return
+            let framed = chunk.withUnsafeBytes { received in
+                framer.append(UnsafeRawBufferPointer(rebasing: received[0..<n])) { unit in
+                    counters.datagramsReceived += 1
+                    body(unit)
                 }
-                if input.count - end < length { break }
-                end += length
             }
-            if end > 0 {
-                counters.datagramsReceived += 1
-                input.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[0..<end])) }
-                input.removeFirst(end)
+            guard framed else {
+                framingErrors += 1
+                counters.receiveErrors += 1
+                dropInbound()
+                return
             }
         }
     }
@@ -215,7 +210,7 @@ final class StreamChannel: SyncLink {
     private func dropInbound() {
         close(inbound)
         inbound = -1
-        input.removeAll(keepingCapacity: true)
+        framer.reset()
     }
 
     func send(_ bytes: UnsafeRawBufferPointer) -> Bool {

@@ -1,6 +1,8 @@
 import Configuration
 import Foundation
 import Logging
+import SyncAuth
+import SyncProtocol
 import SystemCalls
 
 #if canImport(Glibc)
@@ -15,16 +17,22 @@ final class SyncLinks {
     /// The smallest payload of all links, so a datagram fits whichever link carries it.
     let payloadLimit: Int
 
-    init(_ config: SyncConfig) throws {
+    /// Set when `Auth` is on: every link seals and verifies through it.
+    let auth: SyncAuthSession?
+
+    init(_ config: SyncConfig, auth authenticator: FrameAuthenticator? = nil) throws {
+        auth = authenticator.map(SyncAuthSession.init)
         guard !config.channels.isEmpty else { throw DaemonError.startup("Sync section without a UDP, Multicast or TCP link") }
         var opened: [any SyncLink] = []
         for link in config.channels {
             do {
+                let channel: any SyncLink
                 if link.kind == .tcp {
-                    opened.append(try StreamChannel(link, errorQueueLength: config.errorQueueLength))
+                    channel = try StreamChannel(link, errorQueueLength: config.errorQueueLength, framing: authenticator?.streamFraming ?? .messages)
                 } else {
-                    opened.append(try DatagramChannel(link))
+                    channel = try DatagramChannel(link)
                 }
+                opened.append(auth.map { AuthenticatedLink(channel, session: $0) } ?? channel)
             } catch {
                 throw DaemonError.startup("sync link \(link.interface): \(error)")
             }
@@ -37,6 +45,7 @@ final class SyncLinks {
     /// Unknown-peer drops already logged, per link, and when the next report may go out.
     private var reportedUnknown: [UInt64]
     private var nextUnknownReport: Int64 = 0
+    private var reportedRefused: UInt64 = 0
     /// At most one line per link this often about datagrams from strangers.
     static let unknownReportMilliseconds: Int64 = 10_000
 
@@ -46,6 +55,15 @@ final class SyncLinks {
     /// that is not the configured peer, dropped on arrival.
     func reportUnknownPeers(now: Int64, log: Logger) {
         guard now >= nextUnknownReport else { return }
+        if let auth, auth.authenticator.counters.refused > reportedRefused {
+            let counters = auth.authenticator.counters
+            let new = counters.refused - reportedRefused
+            reportedRefused = counters.refused
+            nextUnknownReport = now + Self.unknownReportMilliseconds
+            log.warning(
+                "\(new) sync frames refused by authentication (in all: \(counters.badTag) bad tag, \(counters.unknownKey) unknown key, \(counters.replayed) replayed, \(counters.staleEpoch) from an earlier run, \(counters.ownNodeId) with our node id, \(counters.malformed) not a ctsync frame; last: \(counters.lastFailure.map { "\($0)" } ?? "?"))"
+            )
+        }
         for (index, link) in links.enumerated() where link.counters.unknownPeer > reportedUnknown[index] {
             let new = link.counters.unknownPeer - reportedUnknown[index]
             reportedUnknown[index] = link.counters.unknownPeer

@@ -180,7 +180,13 @@ public final class Daemon {
         var links: SyncLinks?
         var injector: Injector?
         if let sync = config.sync {
-            links = try SyncLinks(sync)
+            let authenticator = try SyncAuthSetup.authenticator(sync)
+            links = try SyncLinks(sync, auth: authenticator)
+            if let authenticator {
+                log.notice(
+                    "sync frames sealed with \(authenticator.algorithm.name), key id \(authenticator.keys[0].id)\(authenticator.keys.count > 1 ? " (key id \(authenticator.keys[1].id) also accepted)" : ""), node id \(authenticator.nodeId); frames that do not verify are dropped"
+                )
+            }
             if !sync.mode.usesExternalCache {
                 let made = try Injector(windowTracking: sync.tcpWindowTracking)
                 // The kernel's events for what we inject carry the injector's port: not ours to replicate.

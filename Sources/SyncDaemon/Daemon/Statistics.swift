@@ -60,6 +60,25 @@ struct DaemonStatistics: Codable, Equatable {
         /// The peer's flows the Filter section refused, and those a full external cache refused.
         var receivedFiltered: Int
         var receivedRefused: Int
+        /// Frame authentication (`Auth`), when on.
+        var auth: Auth?
+    }
+
+    struct Auth: Codable, Equatable {
+        var algorithm: String
+        var nodeId: UInt32
+        var keyId: UInt8
+        var accepted: UInt64
+        /// Frames dropped before decoding, all reasons; then by reason.
+        var refused: UInt64
+        var badTag: UInt64
+        var unknownKey: UInt64
+        var replayed: UInt64
+        var staleEpoch: UInt64
+        var ownNodeId: UInt64
+        var malformed: UInt64
+        /// New runs of peers heard (a peer's restart, as authentication sees it).
+        var peerEpochs: UInt64
     }
 
     struct Traffic: Codable, Equatable {
@@ -148,6 +167,13 @@ extension Daemon {
                 bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors,
                 unknownPeer: links.links.reduce(0) { $0 + $1.counters.unknownPeer }, outOfWindow: e.outOfWindow,
                 numberingsAdopted: e.numberingsAdopted, receivedFiltered: node.receivedFiltered, receivedRefused: node.receivedRefused)
+            if let a = links.auth?.authenticator {
+                let c = a.counters
+                sync?.auth = DaemonStatistics.Auth(
+                    algorithm: a.algorithm.name, nodeId: a.nodeId, keyId: a.keys[0].id, accepted: c.accepted, refused: c.refused,
+                    badTag: c.badTag, unknownKey: c.unknownKey, replayed: c.replayed, staleEpoch: c.staleEpoch, ownNodeId: c.ownNodeId,
+                    malformed: c.malformed, peerEpochs: c.peerEpochs)
+            }
         }
         let m = node.mirror
         let inject = environment.injector.map { injector in

@@ -82,6 +82,13 @@ public struct FTFWMode: SyncMode {
 
     public private(set) var counters = SyncCounters()
 
+    /// Messages the peer's NACKs may have sent again in the current second: a resend queue's
+    /// worth, so that a flood of NACKs (forged, or a peer gone wrong) costs at most what one
+    /// real loss of everything in flight would, not that much per NACK. What a NACK asks for
+    /// past the budget is not lost: the peer's next ACK, past it, has it sent again.
+    private var nackBudget: Int
+    private var nackBudgetSince: Int64
+
     public init(
         initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000, now: Int64
     ) {
@@ -91,6 +98,8 @@ public struct FTFWMode: SyncMode {
         nextSequence = initialSequence
         window = self.windowSize
         lastTransmit = now
+        nackBudget = self.resendQueueLimit
+        nackBudgetSince = now
     }
 
     /// Messages waiting for acknowledgement.
@@ -461,7 +470,12 @@ public struct FTFWMode: SyncMode {
         var index = resendHead
         while index < resendQueue.count, !SequenceNumber.after(resendQueue[index].sequence, to) {
             let entry = resendQueue[index]
-            if SequenceNumber.between(entry.sequence, from, to) {
+            if SequenceNumber.between(entry.sequence, from, to), entry.item != .hole {
+                guard nackBudget > 0 else {
+                    counters.nacksLimited &+= 1
+                    return
+                }
+                nackBudget -= 1
                 switch entry.item {
                 case .flow(let key):
                     // Sent again with its current state; this entry becomes a hole at transmit.
@@ -487,6 +501,10 @@ public struct FTFWMode: SyncMode {
 
     /// After a second without sending: acknowledge what is owed, or say we are alive.
     public mutating func tick(now: Int64) {
+        if now - nackBudgetSince >= 1000 {
+            nackBudget = resendQueueLimit
+            nackBudgetSince = now
+        }
         guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
         if ackPending, let last = lastReceived {
             queueAck(ackFrom, last)

@@ -9,6 +9,8 @@ public struct SyncCounters: Sendable, Equatable, Codable {
     public var acksSent = 0
     public var nacksSent = 0
     public var nacksReceived = 0
+    /// NACKs answered only in part: the second's retransmission budget was spent.
+    public var nacksLimited = 0
     public var resyncsRequested = 0
     /// Messages we know we missed (sum of gap sizes seen).
     public var lost = 0
