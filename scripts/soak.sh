@@ -17,7 +17,9 @@
 # At the end churn and chaos stop; within 60 s (loss still on) both external caches must equal
 # the other kernel's table: 0 missing, 0 ghosts. In a run of 3 minutes or more, a's RSS at the
 # end must be within 5 % of its RSS after the first minute (growth of the resident set under
-# steady churn = a leak); shorter runs report it only.
+# steady churn = a leak); shorter runs report it only. a's RSS is sampled every 10 s and
+# printed at the end. SOAK_AUTH=1 runs the pair with `Auth` (ChaCha20-Poly1305): then even the
+# stranger's well-formed frames are refused before decoding.
 # Prints one RESULT line (JSON) and exits 0 when everything held.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +64,12 @@ done
 source scripts/bench/lib.sh
 config soaka 198.18.253.1 198.18.253.2 "${link}a" > "$work/a.conf"
 config soakb 198.18.253.2 198.18.253.1 "${link}b" > "$work/b.conf"
+if [ -n "${SOAK_AUTH:-}" ]; then
+    (umask 077 && printf '1 %s\n' "$(python3 -c 'import os; print(os.urandom(32).hex())')" > "$work/sync.key")
+    for side in a b; do
+        sed -i "s|^Sync {|Sync {\n    Auth {\n        KeyFile $work/sync.key\n        Algorithm ChaCha20-Poly1305\n    }|" "$work/$side.conf"
+    done
+fi
 start_daemon() {  # side
     local ns conf
     if [ "$1" = a ]; then ns=$a; conf=$work/a.conf; else ns=$b; conf=$work/b.conf; fi
@@ -129,12 +137,17 @@ started=$(date +%s)
 mark=$(( started + 60 ))
 end=$(( started + seconds ))
 rss_mark=""
+next_sample=$started
 kills=0; flaps=0
 next_kill=$(( started + 15 + RANDOM % 30 ))
 next_flap=$(( started + 10 + RANDOM % 40 ))
 while [ "$(date +%s)" -lt "$end" ]; do
     now=$(date +%s)
     if [ -z "$rss_mark" ] && [ "$now" -ge "$mark" ]; then rss_mark=$(rss "$pa"); fi
+    if [ "$now" -ge "$next_sample" ]; then
+        echo "$(( now - started )) $(rss "$pa")" >> "$work/rss.log"
+        next_sample=$(( now + 10 ))
+    fi
     if [ "$now" -ge "$next_kill" ]; then
         kill -9 "$pb" 2>/dev/null || true
         for _ in $(seq 1 100); do kill -0 "$pb" 2>/dev/null || break; sleep 0.05; done
@@ -152,6 +165,7 @@ done
 rm -f "$work/churn"
 for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
 rss_end=$(rss "$pa")
+log "a's RSS every 10 s (s:MB): $(awk '{ printf "%s:%.1f ", $1, $2 / 1024 }' "$work/rss.log" 2>/dev/null)"
 
 # Settle (loss still on): each external cache equals the other kernel's table.
 keys() {  # ns kernel|external conf

@@ -168,4 +168,64 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
         table.removeAll()
         #expect(table.count == 0 && table[udp(1).key] == nil)
     }
+
+    /// Streamed dumps: with up to three cursors walking while entries are inserted and removed
+    /// at random, every entry present for a cursor's whole walk is handed to it exactly once,
+    /// none twice, and the table stays a correct dictionary.
+    @Test(arguments: [4, 5, 6, 7])
+    func cursorsHandOutEveryLastingEntryOnce(seed: UInt64) {
+        var rng = SeededGenerator(seed: seed)
+        var table = FlowTable()
+        var model: [FlowKey: CacheEntry] = [:]
+        var removedNow: Set<FlowKey> = []
+        func churn(_ steps: Int) {
+            removedNow = []
+            for _ in 0..<steps {
+                let flow = udp(UInt16(rng.next() % 4000))
+                if model[flow.key] == nil, rng.next() % 2 == 0 {
+                    let entry = CacheEntry(flow: flow, since: 0, lastUpdate: 0)
+                    table.insert(entry)
+                    model[flow.key] = entry
+                } else if model[flow.key] != nil {
+                    _ = table.remove(flow.key)
+                    model[flow.key] = nil
+                    removedNow.insert(flow.key)
+                }
+            }
+        }
+        churn(6000)
+        struct Walk {
+            var id: Int
+            var start: Set<FlowKey>
+            var removed: Set<FlowKey> = []
+            var seen: [FlowKey: Int] = [:]
+            var done = false
+        }
+        var walks: [Walk] = []
+        for round in 0..<400 {
+            if walks.count < 3, rng.next() % 20 == 0 {
+                walks.append(Walk(id: table.openCursor(), start: Set(model.keys)))
+            }
+            churn(Int(rng.next() % 40))
+            for index in walks.indices { walks[index].removed.formUnion(removedNow) }
+            for index in walks.indices where !walks[index].done {
+                let more = table.advance(walks[index].id, limit: Int(rng.next() % 50) + 1) { entry in
+                    walks[index].seen[entry.flow.key, default: 0] += 1
+                }
+                if !more {
+                    walks[index].done = true
+                    table.closeCursor(walks[index].id)
+                    let lasting = walks[index].start.subtracting(walks[index].removed)
+                    let missing = lasting.subtracting(walks[index].seen.keys)
+                    #expect(missing.isEmpty, "round \(round): \(missing.count) lasting entries never handed out")
+                    // (A key removed and stored again meanwhile is a new entry: it may come twice.)
+                    let twice = lasting.filter { walks[index].seen[$0, default: 0] > 1 }
+                    #expect(twice.isEmpty, "round \(round): \(twice.count) lasting entries handed out twice")
+                }
+            }
+            walks.removeAll { $0.done }
+        }
+        for key in model.keys { #expect(table[key] != nil) }
+        #expect(table.count == model.count)
+    }
 }

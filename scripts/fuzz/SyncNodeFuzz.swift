@@ -55,8 +55,13 @@ struct KernelReadFailure: Error {}
 
 /// The world the node meets: two links, an in-memory kernel table, a log that is dropped.
 final class FuzzEnvironment: SyncNodeEnvironment {
-    /// The kernel table: flow `i` of the 256 at index `i` (an array, so dumps come in one order).
-    var kernel = [Flow?](repeating: nil, count: 256)
+    /// The kernel table: the variant of flow `i` of the 256 at index `i`, or -1 when the kernel
+    /// does not hold it (kept in index order, so dumps come in one order). The flows themselves
+    /// come from `kernelFlows`, built once per process.
+    private(set) var kernel = [Int16](repeating: -1, count: 256)
+    private(set) var kernelCount = 0
+    /// The last dump, while the table has not changed since (`readKernelTable` hands it out again).
+    private var dump: [Flow]?
     var linkSends = true
     var linkUp = [true, true]
     var failReads = false
@@ -65,22 +70,57 @@ final class FuzzEnvironment: SyncNodeEnvironment {
     /// The last datagram a link refused: the node may send it again on another link.
     var refused: [UInt8]?
     var datagramsSent = 0
+    /// The sequence numbers of the datagram being checked (kept to save an allocation a send).
+    private var sequences: [UInt32] = []
+
+    /// Puts flow `index` in `variant` into the table, or (nil) takes it out.
+    func setKernel(_ index: UInt8, _ variant: UInt8?) {
+        let old = kernel[Int(index)]
+        let new = variant.map(Int16.init) ?? -1
+        if old == new { return }
+        kernelCount += (new >= 0 ? 1 : 0) - (old >= 0 ? 1 : 0)
+        kernel[Int(index)] = new
+        dump = nil
+    }
+
+    func holds(_ index: UInt8) -> Bool { kernel[Int(index)] >= 0 }
+
+    /// The kernel flushed its table.
+    func clearKernel() {
+        guard kernelCount > 0 else { return }
+        for index in 0..<256 { kernel[index] = -1 }
+        kernelCount = 0
+        dump = nil
+    }
 
     func send(_ datagram: UnsafeRawBufferPointer, link: Int) -> Bool {
         require(link == 0 || link == 1, "send on link \(link)")
-        let bytes = Array(datagram)
-        let (messages, error) = SyncWire.decodeDatagram(datagram)
+        // Decoded message by message (as `SyncWire.decodeDatagram` does), keeping only the numbers.
+        sequences.removeAll(keepingCapacity: true)
+        var offset = 0
+        var error: WireError?
+        while offset < datagram.count {
+            do throws(WireError) {
+                let (message, length) = try SyncWire.decodeMessage(UnsafeRawBufferPointer(rebasing: datagram[offset...]))
+                sequences.append(message.sequence)
+                offset += length
+            } catch let failure {
+                error = failure
+                break
+            }
+        }
         require(error == nil, "the node sent a datagram that does not decode: \(error!)")
-        require(!messages.isEmpty, "the node sent an empty datagram")
-        require(bytes.count <= payloadLimit || messages.count == 1, "datagram of \(bytes.count) bytes with \(messages.count) messages")
-        if bytes != refused {
-            for message in messages {
-                require(message.sequence == nextSequence, "message numbered \(message.sequence), expected \(nextSequence)")
+        require(!sequences.isEmpty, "the node sent an empty datagram")
+        require(
+            datagram.count <= payloadLimit || sequences.count == 1, "datagram of \(datagram.count) bytes with \(sequences.count) messages")
+        if !isRefused(datagram) {
+            for sequence in sequences {
+                require(sequence == nextSequence, "message numbered \(sequence), expected \(nextSequence)")
                 nextSequence &+= 1
             }
         }
         guard linkUp[link] else {
-            refused = bytes
+            refused = Array(datagram)
             return false
         }
         refused = nil
@@ -88,12 +128,25 @@ final class FuzzEnvironment: SyncNodeEnvironment {
         return true
     }
 
+    /// The datagram is the one a link refused last (byte for byte).
+    private func isRefused(_ datagram: UnsafeRawBufferPointer) -> Bool {
+        guard let refused, refused.count == datagram.count else { return false }
+        return refused.withUnsafeBytes { $0.elementsEqual(datagram) }
+    }
+
     func canSend(link: Int) -> Bool { linkSends }
     func isRunning(link: Int) -> Bool { link >= 0 && link < 2 && linkUp[link] }
 
     func readKernelTable() throws -> [Flow] {
         if failReads { throw KernelReadFailure() }
-        return kernel.compactMap { $0 }
+        if let dump { return dump }
+        var flows: [Flow] = []
+        flows.reserveCapacity(kernelCount)
+        for index in 0..<256 where kernel[index] >= 0 {
+            flows.append(kernelFlows[index << 8 | Int(kernel[index])])
+        }
+        dump = flows
+        return flows
     }
 
     func inject(_ changes: [(FlowMessageKind, Flow)]) {}
@@ -103,8 +156,7 @@ final class FuzzEnvironment: SyncNodeEnvironment {
 
 /// One of the 256 flows the kernel can hold, in one of its variants (state, mark, timeout, NAT).
 func kernelFlow(_ index: UInt8, variant: UInt8) -> Flow {
-    let protocols: [L4Protocol] = [.tcp, .udp, .icmp, .sctp]
-    let proto = protocols[Int(index & 3)]
+    let proto: L4Protocol = [.tcp, .udp, .icmp, .sctp][Int(index & 3)]
     var original = Tuple(source: IPAddress(ipv4: 0xc612_0000 | UInt32(index)), destination: IPAddress(ipv4: 0xc613_0002))
     if proto.hasPorts {
         original.sourcePort = 40_000 + UInt16(index)
@@ -127,6 +179,16 @@ func kernelFlow(_ index: UInt8, variant: UInt8) -> Flow {
     if proto == .sctp { flow.sctp = SCTPInfo(state: SCTPState(rawValue: (variant >> 2) % 8)) }
     return flow
 }
+
+/// Every flow `kernelFlow` makes, at `index << 8 | variant`: built once per process, not per input.
+let kernelFlows: [Flow] = (0..<65536).map { kernelFlow(UInt8($0 >> 8), variant: UInt8($0 & 255)) }
+/// Flow `i`'s key (the variant does not change it: it is not part of the key).
+let kernelKeys: [FlowKey] = {
+    let keys = (0..<256).map { kernelFlows[$0 << 8].key }
+    for index in 0..<65536 { require(kernelFlows[index].key == keys[index >> 8], "flow \(index >> 8)'s key depends on its variant") }
+    require(Set(keys).count == 256, "two of the 256 kernel flows share a key")
+    return keys
+}()
 
 /// Reads the input record by record.
 struct Reader {
@@ -168,7 +230,7 @@ public func syncNodeFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     } catch {
         fatalError("SyncNodeFuzz: start failed on an empty kernel table: \(error)")
     }
-    check(node, env)
+    check(&node)
 
     while !input.atEnd {
         let op = input.u8()
@@ -183,21 +245,22 @@ public func syncNodeFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             now += Int64(input.u16())
         case 2:
             let index = input.u8()
-            let flow = kernelFlow(index, variant: input.u8())
+            let variant = input.u8()
+            let flow = kernelFlows[Int(index) << 8 | Int(variant)]
             let event: FlowEvent
             switch (op >> 2) & 3 {
             case 0:
-                env.kernel[Int(index)] = flow
+                env.setKernel(index, variant)
                 event = .new(flow)
             case 1:
-                env.kernel[Int(index)] = flow
+                env.setKernel(index, variant)
                 event = .update(flow, present: .all)
             case 2:
-                env.kernel[Int(index)] = nil
+                env.setKernel(index, nil)
                 event = .destroy(flow)
             default:
                 // A change the node does not hear of: only a resync finds it.
-                env.kernel[Int(index)] = env.kernel[Int(index)] == nil ? flow : nil
+                env.setKernel(index, env.holds(index) ? nil : variant)
                 event = .overrun
             }
             node.kernelEvents([event], now: now, environment: env)
@@ -207,11 +270,11 @@ public func syncNodeFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         if strict { require(!input.truncated, "strict: the last record is cut short") }
         now += Int64(op >> 4) * 100
         node.tick(now: now, environment: env)
-        check(node, env)
+        check(&node)
         node.transmit(now: now, environment: env)
-        check(node, env)
+        let transmitQueue = check(&node)
         if env.linkSends {
-            require(node.mode!.transmitQueueLength == 0, "\(node.mode!.transmitQueueLength) messages left after a transmit the link allowed")
+            require(transmitQueue == 0, "\(transmitQueue) messages left after a transmit the link allowed")
         }
     }
     return 0
@@ -229,25 +292,33 @@ func command(_ byte: UInt8, _ node: inout SyncNode, _ env: FuzzEnvironment, now:
     case 7: _ = node.flushCaches(internal: false, external: true)
     case 8:
         if node.resyncWithKernel(reason: "requested", now: now, environment: env) != nil {
-            let kernelKeys = Set(env.kernel.compactMap { $0?.key })
-            require(Set(node.internalCache.keys) == kernelKeys, "the internal cache differs from the kernel after a resync")
+            // The same keys: as many, and each of the kernel's in the cache (keys are unique in both).
+            var same = node.internalCache.count == env.kernelCount
+            for index in 0..<256 where same && env.holds(UInt8(index)) { same = node.internalCache[kernelKeys[index]] != nil }
+            require(same, "the internal cache differs from the kernel after a resync")
         }
     case 9: node.kernelFlushed(now: now, environment: env)
     case 10:
         // The kernel flushed behind the node's back (conntrack -F elsewhere), then lost events.
-        env.kernel = [Flow?](repeating: nil, count: 256)
+        env.clearKernel()
         node.kernelEvents([.overrun], now: now, environment: env)
     default:
         break  // 11...15: nothing
     }
 }
 
-func check(_ node: SyncNode, _ env: FuzzEnvironment) {
+/// The bounds that hold after every step; returns the transmit queue's length. `inout` only to
+/// read the node in place (passed by value, the whole struct was copied, its storage retained,
+/// on every call).
+@discardableResult
+func check(_ node: inout SyncNode) -> Int {
     guard let mode = node.mode else { fatalError("SyncNodeFuzz: the node has no mode") }
-    require(mode.resendQueueLength >= 0 && mode.resendQueueLength <= resendQueueSize, "resend queue holds \(mode.resendQueueLength)")
-    require(
-        mode.transmitQueueLength >= 0 && mode.transmitQueueLength <= transmitQueueBound, "transmit queue holds \(mode.transmitQueueLength)")
+    let resendQueue = mode.resendQueueLength
+    let transmitQueue = mode.transmitQueueLength
+    require(resendQueue >= 0 && resendQueue <= resendQueueSize, "resend queue holds \(resendQueue)")
+    require(transmitQueue >= 0 && transmitQueue <= transmitQueueBound, "transmit queue holds \(transmitQueue)")
     require(node.externalCache.count <= hashLimit, "external cache holds \(node.externalCache.count)")
     require(node.internalCache.count <= 256, "internal cache holds \(node.internalCache.count) of 256 possible flows")
     require(node.currentLink == 0 || node.currentLink == 1, "current link \(node.currentLink)")
+    return transmitQueue
 }

@@ -17,11 +17,38 @@ public struct ControlReply: Sendable {
     /// Set when the answer comes later (a commit): the connection waits, without a deadline,
     /// until the daemon calls `ControlServer.complete(token:with:)`.
     public var deferredToken: Int?
+    /// Set for an answer written as the client reads it (a dump): after `payload`, chunk after
+    /// chunk, so that a big cache is never held as one answer in memory.
+    var stream: ControlStream?
 
+    static func success(stream: ControlStream) -> ControlReply { ControlReply(ok: true, payload: [], stream: stream) }
     public static func success(_ text: String = "") -> ControlReply { ControlReply(ok: true, payload: Array(text.utf8)) }
     public static func deferred(token: Int) -> ControlReply { ControlReply(ok: true, payload: [], deferredToken: token) }
     public static func success(bytes: [UInt8]) -> ControlReply { ControlReply(ok: true, payload: bytes) }
     public static func failure(_ message: String) -> ControlReply { ControlReply(ok: false, message: message, payload: []) }
+}
+
+/// An answer produced in chunks while the client reads. `produce` appends the next chunk and
+/// returns false once it has appended the last; `finish` runs once the answer is over, written
+/// or abandoned (the client went away or stopped reading).
+final class ControlStream: @unchecked Sendable {  // made and used on the loop thread only
+    private let produce: (inout [UInt8]) -> Bool
+    private var finish: (() -> Void)?
+    init(produce: @escaping (inout [UInt8]) -> Bool, finish: @escaping () -> Void) {
+        self.produce = produce
+        self.finish = finish
+    }
+    /// Appends the next chunk; false when that was the last.
+    func next(into output: inout [UInt8]) -> Bool {
+        let more = produce(&output)
+        if !more { end() }
+        return more
+    }
+    func end() {
+        finish?()
+        finish = nil
+    }
+    deinit { finish?() }
 }
 
 /// The daemon's UNIX control socket, served from the daemon's own poll loop: non-blocking
@@ -55,6 +82,10 @@ final class ControlServer {
         /// When the answer last moved: a client that stops reading is dropped after
         /// `writeStallMilliseconds` (it held a whole dump in memory).
         var lastProgress: Int64
+        /// The rest of a streamed answer, produced as `output` drains.
+        var stream: ControlStream?
+        /// Whether there is anything left to write.
+        var hasOutput: Bool { written < output.count || stream != nil }
         init(fd: Int32, deadline: Int64, now: Int64) {
             self.fd = fd
             self.deadline = deadline
@@ -146,7 +177,7 @@ final class ControlServer {
         for c in connections.values where c.pendingToken == nil {
             var events: Int32 = 0
             if !c.answered || (c.discarding && !c.inputClosed) { events |= Int32(POLLIN) }
-            if c.answered && c.written < c.output.count { events |= Int32(POLLOUT) }
+            if c.answered && c.hasOutput { events |= Int32(POLLOUT) }
             out.append(pollfd(fd: c.fd, events: Int16(events), revents: 0))
         }
         return out
@@ -154,14 +185,14 @@ final class ControlServer {
 
     /// The answered connection that has read least recently (a candidate to make room).
     private var slowestReader: Connection? {
-        connections.values.filter { $0.answered && $0.written < $0.output.count && $0.pendingToken == nil }
+        connections.values.filter { $0.answered && $0.hasOutput && $0.pendingToken == nil }
             .min { $0.lastProgress < $1.lastProgress }
     }
 
     /// The earliest request deadline, for the poll timeout.
     var nextDeadline: Int64? {
         let requests = connections.values.filter { $0.pendingToken == nil && (!$0.answered || $0.discarding) }.map(\.deadline)
-        let writes = connections.values.filter { $0.answered && $0.written < $0.output.count }.map { $0.lastProgress + Self.writeStallMilliseconds }
+        let writes = connections.values.filter { $0.answered && $0.hasOutput }.map { $0.lastProgress + Self.writeStallMilliseconds }
         return (requests + writes + [acceptPausedUntil].compactMap { $0 }).min()
     }
 
@@ -198,7 +229,7 @@ final class ControlServer {
                 }
             }
         }
-        for c in connections.values where c.answered && c.written < c.output.count && now - c.lastProgress >= Self.writeStallMilliseconds {
+        for c in connections.values where c.answered && c.hasOutput && now - c.lastProgress >= Self.writeStallMilliseconds {
             stalledClients += 1
             drop(c)
         }
@@ -302,6 +333,7 @@ final class ControlServer {
             if reply.ok { header.reserveCapacity(header.utf8.count + reply.payload.count) }
             c.output = Array(header.utf8) + reply.payload
         }
+        if reply.ok { c.stream = reply.stream } else { reply.stream?.end() }
         if !c.discarding { shutdown(c.fd, Int32(SHUT_RD)) }
         flush(c)
     }
@@ -317,7 +349,14 @@ final class ControlServer {
     }
 
     private func flush(_ c: Connection) {
-        while c.written < c.output.count {
+        while c.hasOutput {
+            if c.written == c.output.count, let stream = c.stream {
+                // Drained: the next chunk of a streamed answer.
+                c.output.removeAll(keepingCapacity: true)
+                c.written = 0
+                if !stream.next(into: &c.output) { c.stream = nil }
+                continue
+            }
             let n = c.output[c.written...].withUnsafeBytes { send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 {
                 c.written += n
@@ -333,6 +372,8 @@ final class ControlServer {
     }
 
     private func drop(_ c: Connection) {
+        c.stream?.end()
+        c.stream = nil
         Glibc.close(c.fd)
         connections.removeValue(forKey: c.fd)
     }

@@ -15,9 +15,8 @@ extension Daemon {
         case .dump(let which, let format, let filter):
             if which == .external {
                 guard config.sync != nil else { return .success() }
-                return .success(bytes: dump(node.externalCache, format: format, filter: filter))
             }
-            return .success(bytes: dump(node.internalCache, format: format, filter: filter))
+            return .success(stream: dumpStream(external: which == .external, format: format, filter: filter))
         case .stats(let section, let json):
             return .success(json ? statistics().json : statsText(section))
         case .flushCache(let which):
@@ -61,28 +60,38 @@ extension Daemon {
         }
     }
 
-    private func dump(_ cache: FlowCache, format: DumpFormat, filter: FlowFilter?) -> [UInt8] {
-        let now = monotonicMilliseconds() / 1000
+    /// Flows rendered per chunk of a dump: about 256 KiB of text or JSON.
+    static let dumpChunkFlows = 1024
+
+    /// A cache's dump, written as the client reads it (chunks of `dumpChunkFlows`): memory stays
+    /// flat however big the cache (it was built whole, up to hundreds of MB for a million
+    /// flows, once per client). A flow present for the whole dump appears once; one created or
+    /// removed meanwhile may or may not (conntrackd forks and dumps a snapshot).
+    private func dumpStream(external: Bool, format: DumpFormat, filter: FlowFilter?) -> ControlStream {
+        let cursor = node.openDump(external: external)
         let text = FlowTextFormat()
-        var out: [UInt8] = []
-        out.reserveCapacity(cache.count * 160)
-        for entry in cache.entries {
-            if let filter, !filter.matches(entry.flow) { continue }
-            var flow = entry.flow
-            let age = max(0, now - entry.since)
-            switch format {
-            case .text:
-                // conntrackd hides the cached timeout: it only says when the cache learnt it.
-                flow.timeout = nil
-                out.append(contentsOf: (text.line(flow) + " [active since \(age)s]\n").utf8)
-            case .xml:
-                flow.timeout = nil
-                out.append(contentsOf: (FlowXML.element(flow) + "\n").utf8)
-            case .json:
-                out.append(contentsOf: (FlowJSON.encode(flow, extra: [("active_since", "\(age)")]) + "\n").utf8)
-            }
-        }
-        return out
+        return ControlStream(
+            produce: { [weak self] out in
+                guard let self else { return false }
+                let now = monotonicMilliseconds() / 1000
+                return node.dumpChunk(cursor, external: external, limit: Self.dumpChunkFlows) { entry in
+                    if let filter, !filter.matches(entry.flow) { return }
+                    var flow = entry.flow
+                    let age = max(0, now - entry.since)
+                    switch format {
+                    case .text:
+                        // conntrackd hides the cached timeout: it only says when the cache learnt it.
+                        flow.timeout = nil
+                        out.append(contentsOf: (text.line(flow) + " [active since \(age)s]\n").utf8)
+                    case .xml:
+                        flow.timeout = nil
+                        out.append(contentsOf: (FlowXML.element(flow) + "\n").utf8)
+                    case .json:
+                        out.append(contentsOf: (FlowJSON.encode(flow, extra: [("active_since", "\(age)")]) + "\n").utf8)
+                    }
+                }
+            },
+            finish: { [weak self] in self?.node.closeDump(cursor, external: external) })
     }
 
     /// `-t`: every accepted kernel flow whose timeout is longer than `PurgeTimeout` gets it.

@@ -39,6 +39,8 @@ public final class Daemon {
     let notifier = SystemdNotifier()
     var running = true
     var nextWatchdog: Int64?
+    /// When `HeapTrim.trim` runs next.
+    var nextHeapTrim: Int64 = 0
     var bufferSize: Int
     let foreground: Bool
     var signals: SignalPipe?
@@ -136,6 +138,7 @@ public final class Daemon {
     // MARK: - Start and stop
 
     private func start() throws {
+        HeapTrim.configure()
         let general = config.general
         do {
             lock = try LockFile(path: general.lockFile)
@@ -349,6 +352,10 @@ public final class Daemon {
         if let due = nextWatchdog, now >= due {
             notifier.notify("WATCHDOG=1")
             nextWatchdog = now + (notifier.watchdogIntervalMilliseconds ?? 1000)
+        }
+        if now >= nextHeapTrim {
+            HeapTrim.trim()
+            nextHeapTrim = now + HeapTrim.intervalMilliseconds
         }
     }
 }

@@ -60,6 +60,17 @@ public struct FlowCache: Sendable {
     public var entries: ContiguousArray<CacheEntry> { table.storage }
     public var flows: some Collection<Flow> { table.storage.lazy.map(\.flow) }
     public var keys: [FlowKey] { table.storage.map(\.flow.key) }
+
+    /// A streamed walk over the entries (a dump written as the client reads it): an entry
+    /// present from `openCursor` until the walk ends is handed out exactly once, whatever is
+    /// stored or removed meanwhile; one stored or removed meanwhile may or may not be.
+    public mutating func openCursor() -> Int { table.openCursor() }
+    public mutating func closeCursor(_ id: Int) { table.closeCursor(id) }
+    /// The next `limit` entries of the walk; false once it has reached the end.
+    public mutating func advance(_ cursor: Int, limit: Int, _ body: (CacheEntry) -> Void) -> Bool {
+        table.advance(cursor, limit: limit, body)
+    }
+    public var openCursors: Int { table.openCursors }
     public subscript(key: FlowKey) -> CacheEntry? { table[key] }
 
     /// Stores a complete flow (a NEW event or a dump entry): replaces any entry with the same key.

@@ -13,6 +13,11 @@ struct FlowTable {
     private var slots: [Int32]
     private var mask: Int
     private var tombstones = 0
+    /// Open cursors (streamed dumps) and their positions in `storage`: what lies before a
+    /// cursor was handed out, what lies at or after it was not. A removal keeps that true
+    /// (`remove`), so an entry present for a whole dump is handed out exactly once.
+    private var cursors: [Int: Int] = [:]
+    private var nextCursor = 0
 
     private static let empty: Int32 = -1
     private static let deleted: Int32 = -2
@@ -69,24 +74,59 @@ struct FlowTable {
         storage.append(entry)
     }
 
-    /// Removes and returns the entry with `key`. The last entry moves into the hole.
+    /// Removes and returns the entry with `key`. The last entry moves into the hole; with
+    /// cursors open, the hole first walks up past each cursor ahead of it (the entry just
+    /// before that cursor, already handed out by it, fills the hole, and the cursor steps
+    /// back onto the new hole), so that no entry a cursor has not reached moves behind it.
     mutating func remove(_ key: FlowKey) -> CacheEntry? {
         guard let s = slot(of: key) else { return nil }
-        let index = Int(slots[s])
-        let removed = storage[index]
+        var hole = Int(slots[s])
+        let removed = storage[hole]
         slots[s] = Self.deleted
         tombstones += 1
-        let last = storage.count - 1
-        if index != last {
-            let moved = storage[last]
-            slots[slot(ofIndex: Int32(last), key: moved.flow.key)] = Int32(index)
-            storage[index] = moved
+        if !cursors.isEmpty {
+            for (id, position) in cursors.sorted(by: { $0.value < $1.value }) where position > hole {
+                if position - 1 != hole { move(from: position - 1, to: hole) }
+                hole = position - 1
+                cursors[id] = hole
+            }
         }
+        let last = storage.count - 1
+        if hole != last { move(from: last, to: hole) }
         storage.removeLast()
         return removed
     }
 
+    /// Moves the entry at `from` to `to` (whose entry is gone), index included.
+    private mutating func move(from: Int, to: Int) {
+        let moved = storage[from]
+        slots[slot(ofIndex: Int32(from), key: moved.flow.key)] = Int32(to)
+        storage[to] = moved
+    }
+
+    /// Opens a cursor at the first entry.
+    mutating func openCursor() -> Int {
+        nextCursor += 1
+        cursors[nextCursor] = 0
+        return nextCursor
+    }
+
+    mutating func closeCursor(_ id: Int) { cursors.removeValue(forKey: id) }
+
+    /// Hands up to `limit` entries at cursor `id` to `body` and moves the cursor past them;
+    /// false once the cursor has reached the end (or is not open).
+    mutating func advance(_ id: Int, limit: Int, _ body: (CacheEntry) -> Void) -> Bool {
+        guard let position = cursors[id] else { return false }
+        let end = min(storage.count, position + max(1, limit))
+        for index in position..<end { body(storage[index]) }
+        cursors[id] = end
+        return end < storage.count
+    }
+
+    var openCursors: Int { cursors.count }
+
     mutating func removeAll() {
+        for id in cursors.keys { cursors[id] = 0 }
         storage.removeAll(keepingCapacity: false)
         slots = [Int32](repeating: Self.empty, count: 16)
         mask = 15

@@ -30,3 +30,20 @@ extension SyncNode {
     /// snapshot: flushes and updates during the commit do not disturb it).
     public var commitSnapshot: ContiguousArray<CacheEntry> { externalCache.entries }
 }
+
+extension SyncNode {
+    /// A streamed dump of one cache (the control socket's `-i`/`-e`, written as the client
+    /// reads): open, then take chunks until `dumpChunk` says the end is reached, then close.
+    public mutating func openDump(external: Bool) -> Int {
+        external ? externalCache.openCursor() : internalCache.openCursor()
+    }
+
+    /// The next `limit` entries of an open dump; false once the dump has reached the end.
+    public mutating func dumpChunk(_ cursor: Int, external: Bool, limit: Int, _ body: (CacheEntry) -> Void) -> Bool {
+        external ? externalCache.advance(cursor, limit: limit, body) : internalCache.advance(cursor, limit: limit, body)
+    }
+
+    public mutating func closeDump(_ cursor: Int, external: Bool) {
+        if external { externalCache.closeCursor(cursor) } else { internalCache.closeCursor(cursor) }
+    }
+}
