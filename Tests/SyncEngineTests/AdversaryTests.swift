@@ -187,4 +187,30 @@ import Testing
         sim.network.drop = 0
         #expect(sim.settle(seconds: 60), "\(sim.report)")
     }
+
+    /// What a burst leaves behind is given back: 20,000 flows sent while the peer cannot
+    /// answer fill the resend queue and its index; once acknowledged, their capacity goes
+    /// (Swift's containers never shrink by themselves: the soak's daemon followed its largest
+    /// burst).
+    @Test func aBurstsQueuesAreGivenBackOnceAcknowledged() {
+        let sim = Cluster(seed: 44, drop: 0)
+        sim.network.blocked = [0]
+        for id in 0..<20_000 {
+            sim.a.create(simFlow(id, version: 0, node: 0), now: sim.now)
+            sim.live[0][id] = 0
+        }
+        sim.nextID[0] = 20_000
+        for _ in 0..<20 { sim.step() }
+        let ftfw = { sim.a.node.mode as! FTFWMode }
+        #expect(ftfw().resendQueueLength >= 20_000)
+        let peak = ftfw().capacities
+        #expect(peak["resendQueue"]! >= 20_000 && peak["resendFlows"]! >= 20_000, "\(peak)")
+        sim.network.blocked = []
+        #expect(sim.settle(seconds: 60), "\(sim.report)")
+        for _ in 0..<300 { sim.step() }  // 3 s of ticks
+        let after = ftfw().capacities
+        for (name, capacity) in after {
+            #expect(capacity <= 2 * FTFWMode.spareCapacityFloor, "\(name): \(capacity) entries kept (peak \(peak[name]!))")
+        }
+    }
 }

@@ -504,6 +504,7 @@ public struct FTFWMode: SyncMode {
         if now - nackBudgetSince >= 1000 {
             nackBudget = resendQueueLimit
             nackBudgetSince = now
+            releaseSpareCapacity()
         }
         guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
         if ackPending, let last = lastReceived {
@@ -513,6 +514,56 @@ public struct FTFWMode: SyncMode {
         } else {
             txQueue.append(.control(.alive))
         }
+    }
+
+    /// Gives back what a burst left behind (a peer's restart makes us send and keep the whole
+    /// table): a queue or set holding under a quarter of its capacity, and more than
+    /// `spareCapacityFloor` of it, is rebuilt at twice its count. Swift's containers never
+    /// shrink by themselves, so the daemon's resident set followed the largest burst it ever
+    /// had (scripts/soak.sh). Runs at most once a second (`tick`); O(count) when it acts,
+    /// which needs the count to have fallen to a quarter since the last time.
+    mutating func releaseSpareCapacity() {
+        func spare(_ count: Int, _ capacity: Int) -> Bool { capacity > Self.spareCapacityFloor && count * 4 < capacity }
+        if spare(resendQueue.count - resendHead, resendQueue.capacity) {
+            var kept: [(sequence: UInt32, item: Item)] = []
+            kept.reserveCapacity(2 * (resendQueue.count - resendHead))
+            kept.append(contentsOf: resendQueue[resendHead...])
+            resendQueue = kept
+            resendHead = 0
+        }
+        if spare(txQueue.count, txQueue.capacity) {
+            var kept: [Item] = []
+            kept.reserveCapacity(2 * txQueue.count)
+            kept.append(contentsOf: txQueue)
+            // Pending ACK/NACK positions stay valid: the order and the start do not change.
+            txQueue = kept
+        }
+        if spare(resendFlows.count, resendFlows.capacity) { resendFlows = Self.rebuilt(resendFlows) }
+        if spare(tombstones.count, tombstones.capacity) { tombstones = Self.rebuilt(tombstones) }
+        if spare(txFlows.count, txFlows.capacity) { txFlows = Self.rebuilt(txFlows) }
+        if spare(fresh.count, fresh.capacity) { fresh = Self.rebuilt(fresh) }
+    }
+
+    static let spareCapacityFloor = 4096
+
+    private static func rebuilt<V>(_ dictionary: [FlowKey: V]) -> [FlowKey: V] {
+        var copy = [FlowKey: V](minimumCapacity: 2 * dictionary.count)
+        for (key, value) in dictionary { copy[key] = value }
+        return copy
+    }
+
+    private static func rebuilt(_ set: Set<FlowKey>) -> Set<FlowKey> {
+        var copy = Set<FlowKey>(minimumCapacity: 2 * set.count)
+        for key in set { copy.insert(key) }
+        return copy
+    }
+
+    /// For tests: capacities of the queues and sets, in entries.
+    var capacities: [String: Int] {
+        [
+            "resendQueue": resendQueue.capacity, "txQueue": txQueue.capacity, "resendFlows": resendFlows.capacity,
+            "tombstones": tombstones.capacity, "txFlows": txFlows.capacity, "fresh": fresh.capacity,
+        ]
     }
 
     /// For tests: what is waiting, in words.
