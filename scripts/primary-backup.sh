@@ -10,6 +10,17 @@
 #            flows this node holds (-t), ask the master for its whole table (-n)
 #   fault    shorten the kernel timers (-t)
 #
+# The takeover gate (docs/failover.md, "No reset window"): keepalived brings the virtual
+# addresses up and only then runs this script, so for the length of the commit a packet of a
+# replicated connection can reach a kernel that does not know it yet, and be answered with a
+# TCP reset or an ICMP error (with NAT it is addressed to the VIP itself). While this node is
+# backup (or faulty) an nftables table `inet ctsync_gate` drops, without answering, TCP
+# packets that would open a connection in mid-stream (not a SYN, no conntrack entry), in
+# input and forward, and new forwarded UDP/ICMP; on "primary" it also drops new UDP/ICMP to
+# local addresses, all of it bounded by a kernel-enforced timeout, and opens once the commit
+# is done. Dropped packets are sent again by their endpoints (TCP retransmits) and then find
+# the committed state. New connections (a SYN) always pass.
+#
 # Usage (keepalived.conf, in the vrrp_sync_group):
 #   notify_master "/etc/ctsyncd/primary-backup.sh primary"
 #   notify_backup "/etc/ctsyncd/primary-backup.sh backup"
@@ -26,6 +37,9 @@
 #   CTSYNCD_START_WAIT   seconds to wait for a daemon started by "backup" to answer (5)
 #   CTSYNCD_SKIP_COMMIT=1  testing only: behave as if the commit had failed (the failover
 #                  test's control run uses it to show that without commit connections break)
+#   CTSYNC_GATE    1 (default): the takeover gate above; 0: none (as conntrackd's script)
+#   CTSYNC_GATE_TIMEOUT  seconds after which the kernel opens the gate of a takeover by
+#                  itself, even if this script dies before opening it (default 10)
 #
 # Messages go to syslog (logger -t ctsync-failover) and to stderr. Exit status: 0 when the
 # transition's essential step worked (primary: the commit; backup: the daemon runs),
@@ -70,6 +84,56 @@ lock_file() {
         "$CTSYNCD_CONF" 2>/dev/null || echo /var/lock/conntrack.lock
 }
 
+# The takeover gate. Its sets say what is held back: `midstream` (TCP not starting with a
+# SYN, input and forward), `forwarded` (new forwarded flows of these protocols), `local` (new
+# flows of these protocols to this host). Elements without a timeout while standing by, with
+# CTSYNC_GATE_TIMEOUT during a takeover; emptied when the takeover is done.
+GATE_TABLE=ctsync_gate
+gate() {
+    # $1: standby | takeover | open
+    [ "${CTSYNC_GATE:-1}" = 1 ] || return 0
+    if ! command -v nft >/dev/null 2>&1; then
+        log warning "WARNING: $state: no nft: the takeover gate is not installed (connections may be reset during a takeover)"
+        return 0
+    fi
+    case "$1" in
+        standby) t='' ;;
+        takeover) t=" timeout ${CTSYNC_GATE_TIMEOUT:-10}s" ;;
+        open) t='' ;;
+    esac
+    {
+        # One transaction: the old gate goes and the new one comes at once (declaring the table
+        # again would append its rules a second time).
+        cat <<NFT
+add table inet $GATE_TABLE
+delete table inet $GATE_TABLE
+table inet $GATE_TABLE {
+    set midstream { type inet_proto; flags timeout; }
+    set forwarded { type inet_proto; flags timeout; }
+    set local { type inet_proto; flags timeout; }
+    chain input {
+        type filter hook input priority -5; policy accept;
+        ct state new tcp flags & (fin | syn | rst | ack) != syn meta l4proto @midstream counter drop
+        ct state new meta l4proto @local counter drop
+    }
+    chain forward {
+        type filter hook forward priority -5; policy accept;
+        ct state new tcp flags & (fin | syn | rst | ack) != syn meta l4proto @midstream counter drop
+        ct state new meta l4proto @forwarded counter drop
+    }
+}
+NFT
+        if [ "$1" != open ]; then
+            echo "add element inet $GATE_TABLE midstream { tcp$t }"
+            echo "add element inet $GATE_TABLE forwarded { udp$t, icmp$t, ipv6-icmp$t }"
+        fi
+        if [ "$1" = takeover ]; then
+            echo "add element inet $GATE_TABLE local { udp$t, icmp$t, ipv6-icmp$t }"
+        fi
+    } | nft -f - 2>&1 | while read -r line; do log warning "WARNING: $state: takeover gate: $line"; done
+    log info "$state: takeover gate $1"
+}
+
 daemon_answers() {
     "$CTSYNCD" -C "$CTSYNCD_CONF" -s >/dev/null 2>&1 9>&-
 }
@@ -109,6 +173,8 @@ log info "$state: transition starts (daemon $CTSYNCD, configuration $CTSYNCD_CON
 status=0
 case "$state" in
     primary)
+        # 0. Hold back what would be reset until the flows are in (bounded in time by the kernel).
+        gate takeover
         # 1. The peer's flows into the kernel table, so their packets are "established" here.
         if [ "${CTSYNCD_SKIP_COMMIT:-0}" = 1 ]; then
             log warning "WARNING: primary: commit skipped (CTSYNCD_SKIP_COMMIT=1, testing only)"
@@ -127,6 +193,8 @@ case "$state" in
             log err "ERROR: primary: flows NOT committed; the external cache is kept: run '$(basename "$CTSYNCD") -C $CTSYNCD_CONF -c' (or 'ctsync commit -C $CTSYNCD_CONF')"
             run "primary: flush the internal cache" -f internal || true
         fi
+        # The flows are in (or could not be): let everything through again.
+        gate open
         # 3. The internal cache from the kernel table: it now holds the committed flows
         #    (the daemon does not learn them from its own commit's events).
         run "primary: resync the internal cache with the kernel" -R || status=1
@@ -134,6 +202,8 @@ case "$state" in
         run "primary: bulk send to the peer" -B || status=1
         ;;
     backup)
+        # Stand by: this node may become master at any moment, before its notify script runs.
+        gate standby
         if ! daemon_answers; then
             lock=$LOCKFILE
             if [ -f "$lock" ]; then
@@ -164,6 +234,7 @@ case "$state" in
         run "backup: request a resync from the master" -n || status=1
         ;;
     fault)
+        gate standby
         run "fault: shorten the kernel timers" -t || status=1
         ;;
 esac

@@ -39,4 +39,26 @@ import Testing
         #expect(result["control_kernel_had_flow"] as? Bool == false, "without a commit the backup's kernel must not know the flow")
         #expect(result["control_recovered_by_commit"] as? Bool == true)
     }
+
+    /// The reset window (docs/failover.md, "No reset window"): NAT to the VIPs, the server
+    /// pushing every 10 ms, 50,000 flows to commit, fw1 crashes. With the shipped script's
+    /// takeover gate the connection survives and the new master sends no reset; the control run
+    /// without the gate is reset (so the test can fail). scripts/failover/takeover-test.sh.
+    @Test(.enabled(if: Host.runs(if: hasKeepalived), "needs keepalived and /usr/bin/python3 (scripts/install-deps.sh installs them)"))
+    func aTakeoverWithNATSendsNoReset() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let script = root.appendingPathComponent("scripts/failover/takeover-test.sh").path
+        let r = try run(["/usr/bin/env", "CTSYNCD=\(Host.ctsyncd)", "TK_FLOWS=50000", "bash", script], timeout: 240)
+        let results = try r.lines.filter { $0.hasPrefix("RESULT ") }.map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.dropFirst("RESULT ".count).utf8)) as? [String: Any])
+        }
+        let gated = try #require(results.first { $0["run"] as? String == "gated" }, "no gated RESULT; stderr:\n\(r.stderr.suffix(8000))")
+        let control = try #require(results.first { $0["run"] as? String == "control" }, "no control RESULT")
+        print("takeover: gated \(gated), control \(control)")
+        #expect(gated["survived"] as? Bool == true && gated["server_reset"] as? Bool == false, "\(gated)\n\(r.stderr.suffix(8000))")
+        #expect(gated["fw2_resets"] as? Int == 0)
+        #expect(gated["committed"] as? Bool == true)
+        #expect(control["server_reset"] as? Bool == true || (control["fw2_resets"] as? Int ?? 0) > 0, "control not reset: \(control)")
+        #expect(r.status == 0)
+    }
 }

@@ -16,6 +16,15 @@
          "max_gap_ms": longest time between two successive echoes (from the first echo),
          "replies": echoes received, "local_port": N, "seconds": run time}
 
+  tcp-counter.py server --listen ADDR:PORT --push INTERVAL [--ready FILE]
+      Instead of echoing, sends "N\n" (N = 1, 2, 3, ... per connection) every INTERVAL seconds on
+      every connection (a server pushing data). A connection that ends with a reset is logged
+      as "reset PEER" on stdout (the failover tests look for it).
+
+  tcp-counter.py client --connect ADDR:PORT --push --log FILE [--result FILE] [--max-seconds 110]
+      Sends nothing: reads the server's pushed lines, each must be the previous one + 1, and
+      logs and reports them as above ("counter" is the last line read).
+
   tcp-counter.py report LOG [--from T] [--to T]
       Reads a client log and prints one JSON object for the echoes in the window [T0, T1]
       (wall-clock seconds; the last echo before T0 is included so a gap that straddles T0
@@ -55,8 +64,27 @@ def run_server(args):
         os.rename(args.ready + ".tmp", args.ready)
     else:
         print("listening", flush=True)
+    pushed = {}  # connection -> (next N, next send time)
     while not stop:
-        for key, _ in sel.select(timeout=0.5):
+        if args.push:
+            now = time.time()
+            for conn, (n, due) in list(pushed.items()):
+                if now < due:
+                    continue
+                try:
+                    conn.send(b"%d\n" % n)
+                    pushed[conn] = (n + 1, due + args.push if due + args.push > now - 1 else now + args.push)
+                except BlockingIOError:
+                    pushed[conn] = (n, now + args.push)
+                except OSError as e:
+                    print("%s %s" % ("reset" if isinstance(e, ConnectionResetError) else "error", e), flush=True)
+                    pushed.pop(conn, None)
+                    sel.unregister(conn)
+                    conn.close()
+        timeout = 0.5
+        if pushed:
+            timeout = max(0.0, min(due for _, due in pushed.values()) - time.time())
+        for key, _ in sel.select(timeout=timeout):
             if key.data is None:
                 try:
                     conn, _ = listener.accept()
@@ -65,17 +93,25 @@ def run_server(args):
                 conn.setblocking(False)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sel.register(conn, selectors.EVENT_READ, b"")
+                if args.push:
+                    pushed[conn] = (1, time.time())
                 continue
             conn = key.fileobj
             try:
                 data = conn.recv(4096)
             except (BlockingIOError, InterruptedError):
                 continue
+            except ConnectionResetError as e:
+                print("reset %s" % e, flush=True)
+                data = b""
             except OSError:
                 data = b""
             if not data:
+                pushed.pop(conn, None)
                 sel.unregister(conn)
                 conn.close()
+                continue
+            if args.push:
                 continue
             try:
                 conn.sendall(data)  # small lines: the send buffer always has room
@@ -120,7 +156,38 @@ def run_client(args):
     last_reply = None
     n = 0
     buffer = b""
-    while not stop and time.time() < deadline:
+    if args.push:
+        while not stop and time.time() < deadline:
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            except ConnectionResetError as e:
+                result["reset"], result["error"] = True, "recv: %s" % e
+                break
+            except OSError as e:
+                result["error"] = "recv: %s" % e
+                break
+            if not data:
+                result["closed"] = True
+                break
+            buffer += data
+            now = time.time()
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                if line.strip() != b"%d" % (n + 1):
+                    result["error"] = "expected %d, got %r" % (n + 1, line[:40])
+                    break
+                n += 1
+                if last_reply is not None:
+                    result["max_gap_ms"] = max(result["max_gap_ms"], (now - last_reply) * 1000)
+                last_reply = now
+                result["counter"] = n
+                result["replies"] += 1
+                log.write("%.6f %d\n" % (now, n))
+            if result["error"]:
+                break
+    while not args.push and not stop and time.time() < deadline:
         n += 1
         try:
             sock.sendall(b"%d\n" % n)
@@ -207,11 +274,13 @@ def main():
     s = sub.add_parser("server")
     s.add_argument("--listen", required=True)
     s.add_argument("--ready")
+    s.add_argument("--push", type=float)
     c = sub.add_parser("client")
     c.add_argument("--connect", required=True)
     c.add_argument("--log", required=True)
     c.add_argument("--result")
     c.add_argument("--interval", type=float, default=0.1)
+    c.add_argument("--push", action="store_true")
     c.add_argument("--max-seconds", type=float, default=110)
     r = sub.add_parser("report")
     r.add_argument("log")

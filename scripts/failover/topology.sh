@@ -41,7 +41,13 @@
 # with a SYN; 0: any TCP packet from the client LAN may open one, the common `ct state new
 # accept`; with FO_TCP_LOOSE=1 too, the backup picks connections up without any commit and
 # the control run cannot fail), FO_PYTHON (/usr/bin/python3, else python3), FO_QUIET=1 (no
-# progress lines), FO_KEEP_WORK=1 (fo_teardown leaves the work directory).
+# progress lines), FO_KEEP_WORK=1 (fo_teardown leaves the work directory), FO_NAT=1 (the
+# client connects to the client-side VIP, which each firewall DNATs to the server and SNATs to
+# the server-side VIP: the connection lives on NAT state that only the commit brings to the
+# new master), FO_PUSH=S (the server pushes a line every S seconds and the client only reads,
+# instead of the client's echoed counter), FO_GATE=0|1 (CTSYNC_GATE for the notify script:
+# the takeover gate; unset = the script's default). Each firewall counts the TCP resets it
+# sends or forwards (fo_rst_count).
 # Every wait is a bounded poll; processes are killed by PID only (ours, or those living in our
 # namespaces); fo_teardown deletes every namespace.
 
@@ -89,6 +95,11 @@ fo_init() {
     FO_PURGE_TIMEOUT=${FO_PURGE_TIMEOUT:-60}
     FO_TCP_LOOSE=${FO_TCP_LOOSE:-0}
     FO_SYN_ONLY=${FO_SYN_ONLY:-1}
+    FO_NAT=${FO_NAT:-0}
+    FO_PUSH=${FO_PUSH:-}
+    # Where clients connect: the server, or with NAT the client-side VIP.
+    FO_CONNECT_IP=$FO_SERVER_IP
+    [ "$FO_NAT" = 1 ] && FO_CONNECT_IP=$FO_VIP_CLIENT
     # The system python3 first: a wrapper (pyenv's shim) would not pass our signals on.
     if [ -z "${FO_PYTHON:-}" ]; then
         if [ -x /usr/bin/python3 ]; then FO_PYTHON=/usr/bin/python3; else FO_PYTHON=python3; fi
@@ -166,6 +177,29 @@ table inet ctfo {
     }
 }
 NFT
+        # Resets this firewall sends (output) or forwards: a takeover must not cause any.
+        _fo_must fo_in "$fw" nft -f - <<NFT
+table inet ctfo_rst {
+    counter sent { }
+    counter forwarded { }
+    chain output { type filter hook output priority -300; tcp flags & rst == rst counter name sent; }
+    chain forward { type filter hook forward priority -300; tcp flags & rst == rst counter name forwarded; }
+}
+NFT
+        if [ "$FO_NAT" = 1 ]; then
+            _fo_must fo_in "$fw" nft -f - <<NFT
+table ip ctfo_nat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat;
+        ip daddr $FO_VIP_CLIENT tcp dport $FO_PORT dnat to $FO_SERVER_IP
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat;
+        oifname "eth1" ip daddr $FO_SERVER_IP snat to $FO_VIP_SERVER
+    }
+}
+NFT
+        fi
         _fo_must fo_in "$fw" sysctl -qw net.ipv4.ip_forward=1 \
             "net.netfilter.nf_conntrack_tcp_loose=$FO_TCP_LOOSE" net.netfilter.nf_conntrack_tcp_be_liberal=0
     done
@@ -295,6 +329,7 @@ fo_notify_wrapper() {
 [ -e "$FO_WORK/teardown" ] && exit 0
 export CTSYNCD="$FO_DAEMON" CTSYNCD_CONF="$FO_WORK/$fw/daemon.conf"
 [ -e "$FO_WORK/$fw/skip-commit" ] && export CTSYNCD_SKIP_COMMIT=1
+${FO_GATE:+export CTSYNC_GATE=$FO_GATE}
 log="$FO_WORK/$fw/notify.log"
 echo "\$(date +%s.%N) notify \$* begins" >>"\$log"
 "$FO_ROOT/scripts/primary-backup.sh" "\$@" >>"\$log" 2>&1
@@ -381,7 +416,7 @@ fo_last_notify_status() {
 fo_start_server() {
     rm -f "$FO_WORK/server/ready"
     ip netns exec "$(fo_ns server)" "$FO_PYTHON" "$FO_LIB_DIR/tcp-counter.py" server --listen "$FO_SERVER_IP:$FO_PORT" \
-        --ready "$FO_WORK/server/ready" >>"$FO_WORK/server/server.log" 2>&1 &
+        --ready "$FO_WORK/server/ready" ${FO_PUSH:+--push "$FO_PUSH"} >>"$FO_WORK/server/server.log" 2>&1 &
     FO_PIDS[server]=$!
     disown "$!"  # no "Killed" job notices; _fo_gone sees it exit
     fo_poll 5 0.05 test -e "$FO_WORK/server/ready" || { fo_err "server not listening"; return 1; }
@@ -391,9 +426,9 @@ fo_start_server() {
 fo_start_client() {
     local name=$1
     rm -f "$FO_WORK/client/$name.log" "$FO_WORK/client/$name.json"
-    ip netns exec "$(fo_ns client)" "$FO_PYTHON" "$FO_LIB_DIR/tcp-counter.py" client --connect "$FO_SERVER_IP:$FO_PORT" \
+    ip netns exec "$(fo_ns client)" "$FO_PYTHON" "$FO_LIB_DIR/tcp-counter.py" client --connect "$FO_CONNECT_IP:$FO_PORT" \
         --log "$FO_WORK/client/$name.log" --result "$FO_WORK/client/$name.json" \
-        --interval 0.1 --max-seconds 110 >>"$FO_WORK/client/$name.out" 2>&1 &
+        --interval 0.1 --max-seconds 110 ${FO_PUSH:+--push} >>"$FO_WORK/client/$name.out" 2>&1 &
     FO_PIDS[client_$name]=$!
     disown "$!"  # no "Killed" job notices; _fo_gone sees it exit
 }
@@ -429,8 +464,29 @@ fo_report() {
 
 # fo_flow_pattern NAME: how the flow of client NAME appears in conntrack's and the caches' lines
 fo_flow_pattern() {
-    echo "src=$FO_CLIENT_IP dst=$FO_SERVER_IP sport=$(fo_client_port "$1") dport=$FO_PORT"
+    echo "src=$FO_CLIENT_IP dst=$FO_CONNECT_IP sport=$(fo_client_port "$1") dport=$FO_PORT"
 }
+# fo_rst_count FW: TCP resets FW has sent or forwarded since its ruleset was loaded
+fo_rst_count() {
+    fo_in "$1" nft list table inet ctfo_rst 2>/dev/null | awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
+}
+
+# fo_preload FW N: N established TCP flows (198.19.0.0/16, not the test's) written into FW's
+# kernel table, as a busy firewall's table: what the peer must replicate and commit.
+fo_preload() {
+    local fw=$1 n=$2 ctsync
+    ctsync=$(dirname "$FO_DAEMON")/ctsync
+    [ -x "$ctsync" ] || { fo_err "fo_preload needs ctsync next to $FO_DAEMON"; return 1; }
+    "$FO_PYTHON" - "$n" >"$FO_WORK/$fw/preload.jsonl" <<'PY'
+import json, sys
+for i in range(int(sys.argv[1])):
+    print(json.dumps({"proto": "tcp", "state": "ESTABLISHED", "timeout": 3600, "status": ["SEEN_REPLY", "ASSURED"],
+                      "original": {"src": "198.19.%d.%d" % (i >> 16 & 255, i >> 8 & 255), "dst": "198.19.255.%d" % (i & 255),
+                                   "sport": 1024 + (i & 1023), "dport": 443}}))
+PY
+    fo_in "$fw" "$ctsync" kernel insert --file "$FO_WORK/$fw/preload.jsonl" >/dev/null
+}
+
 # fo_cache_has FW internal|external NAME
 fo_cache_has() {
     local flag=-i
