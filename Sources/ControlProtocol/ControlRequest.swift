@@ -54,6 +54,9 @@ public enum ControlRequest: Equatable, Sendable {
     case commit, sendBulk, requestResync
     /// Expectation requests (`-i expect`, ...): ctsync does not track expectations yet.
     case expectations(String)
+    /// Whether the node is in sync with its peer (`ctsync health`), with the verdict's
+    /// thresholds in milliseconds.
+    case health(peerTimeoutMs: Int, lossTimeoutMs: Int)
 
     /// conntrackd's numeric request codes (include/conntrackd.h), so `conntrackd -C FILE -s`
     /// and the like work against ctsyncd unchanged.
@@ -99,6 +102,8 @@ public enum ControlRequest: Equatable, Sendable {
         var filter: FlowFilter?
         var section: StatsSection?
         var detail: String?
+        var peerTimeoutMs: Int?
+        var lossTimeoutMs: Int?
     }
 
     /// One JSON object on one line.
@@ -127,6 +132,10 @@ public enum ControlRequest: Equatable, Sendable {
         case .expectations(let what):
             w.command = "expectations"
             w.detail = what
+        case .health(let peer, let loss):
+            w.command = "health"
+            w.peerTimeoutMs = peer
+            w.lossTimeoutMs = loss
         }
         var data = (try? JSONEncoder().encode(w)) ?? Data("{}".utf8)
         data.append(10)
@@ -162,6 +171,11 @@ public enum ControlRequest: Equatable, Sendable {
         case "send-bulk": return .sendBulk
         case "request-resync": return .requestResync
         case "expectations": return .expectations(w.detail ?? "expectations")
+        case "health":
+            let peer = w.peerTimeoutMs ?? 3000
+            let loss = w.lossTimeoutMs ?? 5000
+            guard peer > 0, loss > 0 else { throw .badRequest("health: peerTimeoutMs and lossTimeoutMs must be positive") }
+            return .health(peerTimeoutMs: peer, lossTimeoutMs: loss)
         default: throw .badRequest("unknown command '\(w.command)'")
         }
     }

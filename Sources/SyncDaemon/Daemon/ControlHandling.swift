@@ -1,6 +1,7 @@
 import Configuration
 import Conntrack
 import ControlProtocol
+import Foundation
 import SyncEngine
 import SystemCalls
 
@@ -57,6 +58,13 @@ extension Daemon {
             return commit()
         case .expectations:
             return .success()
+        case .health(let peer, let loss):
+            let verdict = node.health(now: now, limits: HealthLimits(peerTimeoutMs: Int64(peer), lossTimeoutMs: Int64(loss)))
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.sortedKeys]
+            guard let data = try? encoder.encode(verdict) else { return .failure("health: cannot encode the verdict") }
+            return .success(bytes: Array(data) + [10])
         }
     }
 

@@ -88,6 +88,12 @@ public struct FTFWMode: SyncMode {
     /// past the budget is not lost: the peer's next ACK, past it, has it sent again.
     private var nackBudget: Int
     private var nackBudgetSince: Int64
+    /// When the resend queue last made progress (an acknowledgement released something, or it
+    /// was empty when something was put in), and the time of the message being received.
+    private var ackProgressAt: Int64 = 0
+    private var receivedAt: Int64 = 0
+
+    public var unacknowledgedSince: Int64? { resendQueueLength > 0 ? ackProgressAt : nil }
 
     public init(
         initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000, now: Int64
@@ -174,7 +180,9 @@ public struct FTFWMode: SyncMode {
 
     /// Builds every queued message. `current` returns a live flow of the internal cache.
     public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
+        housekeeping(now: now)
         guard !txQueue.isEmpty else { return [] }
+        lastTransmit = now
         var out: [SyncMessage] = []
         out.reserveCapacity(txQueue.count)
         let items = txQueue
@@ -226,7 +234,6 @@ public struct FTFWMode: SyncMode {
             }
         }
         counters.sent &+= out.count
-        lastTransmit = now
         return out
     }
 
@@ -248,6 +255,7 @@ public struct FTFWMode: SyncMode {
     }
 
     private mutating func remember(_ sequence: UInt32, _ item: Item) {
+        if resendQueueLength == 0 { ackProgressAt = lastTransmit }
         if resendQueueLength >= resendQueueLimit {
             // Full: the oldest unacknowledged message is given up (its loss can no longer be repaired).
             counters.resendQueueOverflows += 1
@@ -294,6 +302,8 @@ public struct FTFWMode: SyncMode {
     /// data for a resync) are queued for the next `transmit`.
     public mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction] {
         counters.received &+= 1
+        receivedAt = now
+        housekeeping(now: now)
         var actions: [ModeAction] = []
         let sequence = message.sequence
         if message.hello.contains(.hello) { sayHelloBack = true }
@@ -461,6 +471,7 @@ public struct FTFWMode: SyncMode {
             }
             index += 1
         }
+        if index > resendHead { ackProgressAt = receivedAt }
         resendHead = index
         compact()
         return resyncAcknowledged
@@ -501,11 +512,7 @@ public struct FTFWMode: SyncMode {
 
     /// After a second without sending: acknowledge what is owed, or say we are alive.
     public mutating func tick(now: Int64) {
-        if now - nackBudgetSince >= 1000 {
-            nackBudget = resendQueueLimit
-            nackBudgetSince = now
-            releaseSpareCapacity()
-        }
+        housekeeping(now: now)
         guard now - lastTransmit >= aliveIntervalMilliseconds, txQueue.isEmpty else { return }
         if ackPending, let last = lastReceived {
             queueAck(ackFrom, last)
@@ -514,6 +521,15 @@ public struct FTFWMode: SyncMode {
         } else {
             txQueue.append(.control(.alive))
         }
+    }
+
+    /// Once a second, whatever drives the mode (a busy link never lets `tick` run): the NACK
+    /// budget is refilled and spare capacity given back.
+    private mutating func housekeeping(now: Int64) {
+        guard now - nackBudgetSince >= 1000 else { return }
+        nackBudget = resendQueueLimit
+        nackBudgetSince = now
+        releaseSpareCapacity()
     }
 
     /// Gives back what a burst left behind (a peer's restart makes us send and keep the whole

@@ -96,6 +96,9 @@ public protocol SyncMode: Sendable {
     var isIdle: Bool { get }
     /// When `tick` next has something to do.
     var nextTick: Int64 { get }
+    /// Since when messages of ours have waited for the peer's acknowledgement without any of
+    /// them being acknowledged; nil when none waits (or the mode has no acknowledgements).
+    var unacknowledgedSince: Int64? { get }
 
     /// A flow of the internal cache was created or changed: its current state goes out.
     mutating func flowChanged(_ key: FlowKey, created: Bool)
@@ -113,4 +116,8 @@ public protocol SyncMode: Sendable {
     /// refresh sends again. Returns a time (seconds, the caches' clock) before which external
     /// flows not refreshed expire, for a mode whose peer state is soft.
     mutating func tick(now: Int64, internalCache: FlowCache) -> Int64?
+}
+
+extension SyncMode {
+    public var unacknowledgedSince: Int64? { nil }
 }

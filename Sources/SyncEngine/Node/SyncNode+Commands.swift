@@ -23,6 +23,7 @@ extension SyncNode {
     public mutating func requestPeerResync() -> Bool {
         guard mode != nil else { return false }
         mode!.requestResync()
+        tableRequestPending = true  // dated at the next tick
         return true
     }
 

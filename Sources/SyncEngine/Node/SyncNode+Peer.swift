@@ -59,6 +59,7 @@ extension SyncNode {
         let (frames, error) = SyncWire.decodeFrames(bytes)
         if let error { malformed[error.statsCategory.rawValue, default: 0] += 1 }
         var valid = false
+        var taken = false
         for frame in frames {
             let message: SyncMessage
             switch frame.message {
@@ -69,8 +70,12 @@ extension SyncNode {
                 malformed[error.statsCategory.rawValue, default: 0] += 1
                 message = SyncMessage(sequence: frame.header.sequence, hello: frame.header.flags, body: .alive)
             }
-            for action in mode!.receive(message, now: now) { act(on: action, now: now, environment: env) }
+            let dropped = mode!.counters.outOfWindow &+ mode!.counters.before
+            let actions = mode!.receive(message, now: now)
+            if !actions.isEmpty || mode!.counters.outOfWindow &+ mode!.counters.before == dropped { taken = true }
+            for action in actions { act(on: action, now: now, environment: env) }
         }
+        if taken && valid { heardPeer(now: now, environment: env) }
         if valid && link != currentLink && link >= 0 && link < linkCount {
             switchLink(to: link, reason: "the peer sends on it", environment: env)
         }
@@ -95,14 +100,17 @@ extension SyncNode {
             }
         case .apply(let kind, let flow) where injects:
             injectQueue.append((kind, flow))
+            lastFlowFromPeer = now
         case .apply(.destroy, let flow):
             externalCache.remove(flow)
             stale?.remove(flow.key)
             lastPeerData = now
+            lastFlowFromPeer = now
         case .apply(_, let flow):
             if case .rejected = externalCache.store(flow, now: now / 1000) { refused(now: now, environment: env) }
             stale?.remove(flow.key)
             lastPeerData = now
+            lastFlowFromPeer = now
         case .bulkRequested:
             bulkOwed = true
             if now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
@@ -114,9 +122,12 @@ extension SyncNode {
             stale = Set(externalCache.keys)
             staleResyncAcknowledged = !(settings.sync.map { if case .ftfw = $0.mode { true } else { false } } ?? false)
             lastPeerData = now
+            tableRequestedAt = now
+            tableRequestExplicit = true
             mode!.requestResync()
             mode!.enqueueAll(internalCache.keys)
         case .resyncAcknowledged:
+            tableAcknowledgedAt = now
             if stale != nil {
                 staleResyncAcknowledged = true
                 lastPeerData = now
@@ -126,6 +137,8 @@ extension SyncNode {
             // a pending sweep waits for that answer too.
             env.log(.warning, "the peer's messages numbered outside the receive window for a while: its numbering adopted, its table requested again")
             staleResyncAcknowledged = stale == nil
+            tableRequestedAt = now
+            tableRequestExplicit = true
         }
     }
 
@@ -133,6 +146,7 @@ extension SyncNode {
     /// every 10 s, with how many), not only counted: after a failover those flows are missing.
     private mutating func refused(now: Int64, environment env: some SyncNodeEnvironment) {
         receivedRefused &+= 1
+        lastRefusedAt = now
         refusedSinceLog += 1
         guard now >= nextRefusalLog else { return }
         env.log(

@@ -120,6 +120,21 @@ public struct SyncNode: Sendable {
     /// it, so a forged HELLO, which no real peer follows up, sweeps nothing.
     var staleResyncAcknowledged = false
     var lastPeerData: Int64 = 0
+    /// Sync health (`SyncNode+Health.swift`): when the peer was last heard (a message the mode
+    /// took), when we asked for its table and when it acknowledged that, when a flow of its
+    /// last arrived and one was last refused, whether the first table has come in whole.
+    var peerHeardAt: Int64?
+    var peerSilenceLogged = false
+    var tableRequestedAt: Int64?
+    var tableRequestPending = false
+    /// The table was asked for with a RESYNC (acknowledged in FTFW), not only announced by our
+    /// HELLO at start (the peer then sends it unasked).
+    var tableRequestExplicit = false
+    var tableAcknowledgedAt: Int64?
+    var lastFlowFromPeer: Int64?
+    var lastRefusedAt: Int64?
+    public internal(set) var initialSyncComplete = false
+    public internal(set) var peerSilences = 0
     /// Bulk answers to the peer's resync requests: at most one per `bulkIntervalMilliseconds`;
     /// requests meanwhile are answered together when it has passed.
     var lastBulk: Int64 = .min / 2
@@ -176,6 +191,8 @@ public struct SyncNode: Sendable {
         // The mode is mutated in place (`mode!`) everywhere: a copy would duplicate its queues.
         mode!.enqueueAll(internalCache.keys)
         if sync.startupResync {
+            tableRequestedAt = now
+            tableRequestExplicit = true
             mode!.requestResync()
             env.log(.notice, "resync requested from the peer (StartupResync)")
         }
@@ -211,6 +228,7 @@ public struct SyncNode: Sendable {
         if linkCount > 1, now >= nextLinkCheck { checkLinks(now: now, environment: env) }
         if bulkOwed && now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
         sweepStale(now: now, environment: env)
+        followSyncProgress(now: now, environment: env)
     }
 
     // MARK: - Announcing local changes

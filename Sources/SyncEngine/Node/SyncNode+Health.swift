@@ -1,0 +1,125 @@
+/// Whether this node is in sync with its peer, as `ctsync health` (and keepalived's
+/// `track_script`) asks: a node that is not should not be preferred as master.
+public struct SyncHealth: Sendable, Equatable, Codable {
+    public var healthy: Bool
+    /// Why not, one line each (empty when healthy).
+    public var reasons: [String]
+    public var mode: String
+    /// Milliseconds since the peer was last heard (a message the mode took); nil: never.
+    public var peerHeardMsAgo: Int64?
+    /// The peer's table has come in whole since we last asked for it (at start, after its
+    /// restart, after `-n`).
+    public var initialSyncComplete: Bool
+    /// Milliseconds our oldest unacknowledged messages have waited with no acknowledgement
+    /// making progress (FTFW); nil when nothing waits.
+    public var unacknowledgedMs: Int64?
+    /// Milliseconds since a flow of the peer was last refused by a full external cache.
+    public var refusedMsAgo: Int64?
+    public var externalFlows: Int
+}
+
+/// The thresholds of a verdict (`ctsync health --peer-timeout --loss-timeout`).
+public struct HealthLimits: Sendable, Equatable {
+    /// The peer must have been heard within this long (it sends at least one keep-alive a second).
+    public var peerTimeoutMs: Int64
+    /// Our messages may wait this long for an acknowledgement that makes progress.
+    public var lossTimeoutMs: Int64
+    /// A refusal by a full external cache this recent makes the node unhealthy.
+    public var refusalWindowMs: Int64
+    public init(peerTimeoutMs: Int64 = 3000, lossTimeoutMs: Int64 = 5000, refusalWindowMs: Int64 = 10_000) {
+        self.peerTimeoutMs = peerTimeoutMs
+        self.lossTimeoutMs = lossTimeoutMs
+        self.refusalWindowMs = refusalWindowMs
+    }
+}
+
+extension SyncNode {
+    /// How long the peer's flow messages must have stopped after it acknowledged our table
+    /// request for its table to count as complete: its bulk goes out as fast as it can, and a
+    /// peer with nothing queued says so with a keep-alive within a second.
+    static let tableQuietMilliseconds: Int64 = 1000
+    /// A peer not heard for this long is logged as silent (and again when it is back).
+    static let peerSilenceMilliseconds: Int64 = 3000
+
+    /// The verdict now.
+    public func health(now: Int64, limits: HealthLimits = HealthLimits()) -> SyncHealth {
+        var reasons: [String] = []
+        let heard = peerHeardAt.map { now - $0 }
+        let unacknowledged = mode?.unacknowledgedSince.map { now - $0 }
+        let refused = lastRefusedAt.map { now - $0 }
+        if mode == nil {
+            reasons.append("no Sync section: nothing to be in sync with")
+        } else {
+            if let heard {
+                if heard > limits.peerTimeoutMs { reasons.append("the peer has not been heard for \(heard / 1000) s") }
+            } else {
+                reasons.append("the peer has not been heard since the daemon started")
+            }
+            if !initialSyncComplete || tableRequestedAt != nil || tableRequestPending {
+                reasons.append(
+                    initialSyncComplete
+                        ? "the peer's table, asked for again, has not come in whole yet" : "the peer's table has not come in whole yet")
+            }
+            if let unacknowledged, unacknowledged > limits.lossTimeoutMs {
+                reasons.append(
+                    "\(mode!.resendQueueLength) of our messages unacknowledged for \(unacknowledged / 1000) s: the peer does not get them")
+            }
+            if let refused, refused <= limits.refusalWindowMs {
+                reasons.append("the external cache is full (HashLimit): the peer's flows are being refused")
+            }
+        }
+        return SyncHealth(
+            healthy: reasons.isEmpty, reasons: reasons, mode: mode?.name ?? "none", peerHeardMsAgo: heard,
+            initialSyncComplete: initialSyncComplete && tableRequestedAt == nil && !tableRequestPending, unacknowledgedMs: unacknowledged,
+            refusedMsAgo: refused, externalFlows: externalCache.count)
+    }
+
+    /// The peer was heard: note it, and say so if it had been silent.
+    mutating func heardPeer(now: Int64, environment env: some SyncNodeEnvironment) {
+        if peerSilenceLogged, let last = peerHeardAt {
+            env.log(.notice, "the peer is heard again after \((now - last) / 1000) s of silence")
+            peerSilenceLogged = false
+        }
+        if peerHeardAt == nil && tableRequestedAt == nil && !initialSyncComplete {
+            // First contact: the peer sends its table on our HELLO, unasked.
+            tableRequestedAt = now
+            tableRequestExplicit = false
+        }
+        peerHeardAt = now
+        // ALARM has no table to ask for: hearing the peer is being in step with it.
+        if case .alarm? = settings.sync?.mode { initialSyncComplete = true }
+    }
+
+    /// From `tick`: dates a table request made by a command, decides when a requested table has
+    /// come in whole, and logs a peer that went silent.
+    mutating func followSyncProgress(now: Int64, environment env: some SyncNodeEnvironment) {
+        guard mode != nil else { return }
+        if tableRequestPending {
+            tableRequestPending = false
+            tableRequestedAt = now
+            tableRequestExplicit = true
+        }
+        if let requested = tableRequestedAt, let heard = peerHeardAt, heard >= requested {
+            let reliable: Bool
+            if case .ftfw? = settings.sync?.mode { reliable = true } else { reliable = false }
+            // FTFW: the peer acknowledged the request, then its flows stopped for a while.
+            // NOTRACK: no acknowledgements: the peer was heard after the request and then
+            // went quiet.
+            let acknowledged = reliable && tableRequestExplicit
+            let answered = acknowledged ? (tableAcknowledgedAt.map { $0 >= requested } ?? false) : true
+            let since = max(acknowledged ? tableAcknowledgedAt ?? requested : requested, lastFlowFromPeer ?? .min)
+            if answered && now - since >= Self.tableQuietMilliseconds {
+                tableRequestedAt = nil
+                if !initialSyncComplete {
+                    env.log(.notice, "in sync: the peer's table has come in (\(externalCache.count) flows)")
+                }
+                initialSyncComplete = true
+            }
+        }
+        if let last = peerHeardAt, !peerSilenceLogged, now - last >= Self.peerSilenceMilliseconds {
+            peerSilenceLogged = true
+            peerSilences &+= 1
+            env.log(.warning, "the peer has been silent for \((now - last) / 1000) s (no message, not even a keep-alive)")
+        }
+    }
+}

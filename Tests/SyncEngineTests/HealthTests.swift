@@ -1,0 +1,78 @@
+import FlowModel
+import SyncProtocol
+import TestSupport
+import Testing
+
+@testable import SyncEngine
+
+/// `SyncNode.health`: each verdict `ctsync health` can give, on the simulated pair.
+@Suite struct HealthTests {
+    func verdict(_ firewall: SimFirewall, _ sim: Cluster) -> SyncHealth { firewall.node.health(now: sim.now) }
+
+    @Test(arguments: [SyncModeSettings.ftfw(windowSize: 30, resendQueueSize: 131_072), .notrack])
+    func aConvergedPairIsHealthyAndWasNotBefore(mode: SyncModeSettings) {
+        let sim = Cluster(seed: 51, mode: mode, drop: 0)
+        // Before any contact: the peer unheard, its table not in.
+        let early = verdict(sim.a, sim)
+        #expect(!early.healthy && early.reasons.contains { $0.contains("not been heard since the daemon started") }, "\(early)")
+        #expect(!early.initialSyncComplete)
+        #expect(sim.run(busy: 100), "\(sim.report)")
+        for _ in 0..<300 { sim.step() }  // 3 s: quiet after the tables
+        for firewall in [sim.a, sim.b] {
+            let v = verdict(firewall, sim)
+            #expect(v.healthy && v.initialSyncComplete && v.reasons.isEmpty, "\(firewall.name): \(v)")
+            #expect((v.peerHeardMsAgo ?? .max) <= 1100)
+        }
+        #expect(sim.a.logs.contains { $0.1.contains("in sync: the peer's table has come in") })
+    }
+
+    /// A link that carries nothing: the peer unheard and our messages unacknowledged, logged;
+    /// healthy again once it carries again, with no restart.
+    @Test func aSilentPeerAndUnacknowledgedMessagesAreReported() {
+        let sim = Cluster(seed: 52, drop: 0)
+        #expect(sim.run(busy: 50))
+        for _ in 0..<200 { sim.step() }
+        #expect(verdict(sim.a, sim).healthy)
+        sim.network.blocked = [0]
+        sim.churn(40, on: [0])
+        for _ in 0..<700 { sim.step() }  // 7 s
+        let v = verdict(sim.a, sim)
+        #expect(!v.healthy, "\(v)")
+        #expect(v.reasons.contains { $0.contains("not been heard for") }, "\(v)")
+        #expect(v.reasons.contains { $0.contains("unacknowledged for") }, "\(v)")
+        #expect(sim.a.logs.contains { $0.1.contains("the peer has been silent for 3 s") }, "\(sim.a.logs.suffix(5))")
+        sim.network.blocked = []
+        #expect(sim.settle(seconds: 30), "\(sim.report)")
+        for _ in 0..<200 { sim.step() }
+        #expect(verdict(sim.a, sim).healthy, "\(verdict(sim.a, sim))")
+        #expect(sim.a.logs.contains { $0.1.contains("the peer is heard again after") })
+    }
+
+    /// After the peer restarts its table is asked for again: not healthy until it is in.
+    @Test func aRestartedPeerMakesTheTablePendingUntilItIsIn() {
+        let sim = Cluster(seed: 53, drop: 0)
+        #expect(sim.run(busy: 80))
+        for _ in 0..<200 { sim.step() }
+        #expect(verdict(sim.a, sim).healthy)
+        sim.restart(1, sequence: 777)
+        var sawPending = false
+        for _ in 0..<300 {
+            sim.step()
+            if verdict(sim.a, sim).reasons.contains(where: { $0.contains("asked for again") }) { sawPending = true }
+        }
+        #expect(sawPending)
+        #expect(sim.settle(seconds: 30), "\(sim.report)")
+        for _ in 0..<300 { sim.step() }
+        #expect(verdict(sim.a, sim).healthy, "\(verdict(sim.a, sim))")
+        #expect(verdict(sim.b, sim).healthy, "\(verdict(sim.b, sim))")
+    }
+
+    @Test func aFullExternalCacheIsReported() {
+        let sim = Cluster(seed: 54, drop: 0, hashLimits: [0: 20])
+        sim.churn(200, on: [1])
+        for _ in 0..<300 { sim.step() }
+        let v = verdict(sim.a, sim)
+        #expect(v.reasons.contains { $0.contains("external cache is full") }, "\(v)")
+        #expect(v.externalFlows == 20)
+    }
+}
