@@ -76,3 +76,40 @@ import Testing
         #expect(v.externalFlows == 20)
     }
 }
+
+/// A stuck sync mends itself (issue: "a sync that repairs its own stall").
+@Suite struct StallRepairTests {
+    /// Two links, the current one carrying nothing in either direction although it is up (no
+    /// carrier loss to notice): after 3 s of silence each node tries the next link, and the
+    /// pair converges there. Without the repair both would wait on the dead link for ever.
+    @Test func aLinkThatCarriesNothingIsLeft() {
+        let sim = Cluster(seed: 61, drop: 0, links: 2)
+        #expect(sim.run(busy: 40))
+        for _ in 0..<200 { sim.step() }
+        #expect(sim.a.node.currentLink == 0 && sim.b.node.currentLink == 0)
+        sim.network.blocked = [0]
+        sim.churn(60)
+        #expect(sim.settle(seconds: 30), "\(sim.report)")
+        #expect(sim.a.node.currentLink == 1 && sim.b.node.currentLink == 1)
+        #expect(sim.a.node.stallRepairs >= 1)
+        #expect(sim.a.logs.contains { $0.1.contains("nothing heard from the peer for 3 s") }, "\(sim.a.logs.suffix(5))")
+        for _ in 0..<300 { sim.step() }
+        #expect(sim.a.node.health(now: sim.now).healthy, "\(sim.a.node.health(now: sim.now))")
+    }
+
+    /// The peer heard but our messages never acknowledged (one direction cut): after 5 s they
+    /// are sent again, logged and counted; once the direction carries again the pair converges.
+    @Test func unacknowledgedMessagesAreSentAgain() {
+        let sim = Cluster(seed: 62, drop: 0)
+        #expect(sim.run(busy: 40))
+        for _ in 0..<200 { sim.step() }
+        sim.network.cut = [[0, 1]]
+        sim.churn(50, on: [0])
+        for _ in 0..<700 { sim.step() }
+        #expect(sim.a.node.stallRepairs >= 1)
+        #expect(sim.a.logs.contains { $0.1.contains("has acknowledged none of our messages") }, "\(sim.a.logs.suffix(5))")
+        #expect(!sim.a.node.health(now: sim.now).healthy)
+        sim.network.cut = []
+        #expect(sim.settle(seconds: 30), "\(sim.report)")
+    }
+}

@@ -62,6 +62,11 @@ struct DaemonStatistics: Codable, Equatable {
         var receivedRefused: Int
         /// Frame authentication (`Auth`), when on.
         var auth: Auth?
+        /// The peer's table in whole since last asked for; silences of the peer (3 s and more)
+        /// and stalls repaired (docs/failover.md, "Sync health").
+        var inSync: Bool = false
+        var peerSilences: Int = 0
+        var stallRepairs: Int = 0
     }
 
     struct Auth: Codable, Equatable {
@@ -167,6 +172,9 @@ extension Daemon {
                 bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors,
                 unknownPeer: links.links.reduce(0) { $0 + $1.counters.unknownPeer }, outOfWindow: e.outOfWindow,
                 numberingsAdopted: e.numberingsAdopted, receivedFiltered: node.receivedFiltered, receivedRefused: node.receivedRefused)
+            sync?.inSync = node.initialSyncComplete
+            sync?.peerSilences = node.peerSilences
+            sync?.stallRepairs = node.stallRepairs
             if let a = links.auth?.authenticator {
                 let c = a.counters
                 sync?.auth = DaemonStatistics.Auth(

@@ -95,6 +95,19 @@ public struct FTFWMode: SyncMode {
 
     public var unacknowledgedSince: Int64? { resendQueueLength > 0 ? ackProgressAt : nil }
 
+    public mutating func resendUnacknowledged() -> Int {
+        var count = 0
+        for entry in resendQueue[resendHead...] {
+            if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence {
+                enqueue(key)
+                count += 1
+            }
+        }
+        // The wait goes on counting until an acknowledgement makes progress: health keeps
+        // saying so while the stall lasts.
+        return count
+    }
+
     public init(
         initialSequence: UInt32, windowSize: Int = 300, resendQueueLimit: Int = 131_072, aliveIntervalMilliseconds: Int64 = 1000, now: Int64
     ) {

@@ -99,6 +99,9 @@ public protocol SyncMode: Sendable {
     /// Since when messages of ours have waited for the peer's acknowledgement without any of
     /// them being acknowledged; nil when none waits (or the mode has no acknowledgements).
     var unacknowledgedSince: Int64? { get }
+    /// Sends every unacknowledged flow again under new numbers (a stalled sync's repair);
+    /// returns how many.
+    mutating func resendUnacknowledged() -> Int
 
     /// A flow of the internal cache was created or changed: its current state goes out.
     mutating func flowChanged(_ key: FlowKey, created: Bool)
@@ -120,4 +123,5 @@ public protocol SyncMode: Sendable {
 
 extension SyncMode {
     public var unacknowledgedSince: Int64? { nil }
+    public mutating func resendUnacknowledged() -> Int { 0 }
 }

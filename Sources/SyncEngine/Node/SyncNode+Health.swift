@@ -121,5 +121,47 @@ extension SyncNode {
             peerSilences &+= 1
             env.log(.warning, "the peer has been silent for \((now - last) / 1000) s (no message, not even a keep-alive)")
         }
+        repairStalls(now: now, environment: env)
     }
+
+    /// A stuck sync mends itself, no restart needed (each repair logged at warning level and
+    /// counted in `stallRepairs`):
+    /// - nothing heard from the peer for 3 s with several links: the next link is tried (the
+    ///   current one may carry nothing although its carrier is up); the peer follows the link it
+    ///   hears us on, and every 3 s the next one is tried while the silence lasts;
+    /// - the peer heard, but none of our messages acknowledged for 5 s: they are sent again
+    ///   under new numbers (at most every 10 s), on the next link if there are several;
+    /// - the peer heard, but its table asked for 30 s ago not in: it is asked for again.
+    mutating func repairStalls(now: Int64, environment env: some SyncNodeEnvironment) {
+        guard mode != nil else { return }
+        let heardRecently = peerHeardAt.map { now - $0 < Self.peerSilenceMilliseconds } ?? false
+        if linkCount > 1, let last = peerHeardAt, now - last >= Self.peerSilenceMilliseconds, now >= nextSilenceSwitch {
+            nextSilenceSwitch = now + Self.peerSilenceMilliseconds
+            let next = (currentLink + 1) % linkCount
+            stallRepairs &+= 1
+            switchLink(to: next, reason: "nothing heard from the peer for \((now - last) / 1000) s", environment: env)
+        }
+        if heardRecently, let since = mode!.unacknowledgedSince, now - since >= Self.stallMilliseconds, now >= nextStallRepair {
+            nextStallRepair = now + 2 * Self.stallMilliseconds
+            stallRepairs &+= 1
+            let resent = mode!.resendUnacknowledged()
+            env.log(
+                .warning,
+                "the peer is heard but has acknowledged none of our messages for \((now - since) / 1000) s: sending \(resent) flows again\(linkCount > 1 ? " on the next link" : "")"
+            )
+            if linkCount > 1 {
+                switchLink(to: (currentLink + 1) % linkCount, reason: "our messages are not acknowledged", environment: env)
+            }
+        }
+        if heardRecently, let requested = tableRequestedAt, now - requested >= Self.tableStallMilliseconds {
+            stallRepairs &+= 1
+            env.log(.warning, "the peer's table, asked for \((now - requested) / 1000) s ago, has not come in whole: asking again")
+            tableRequestedAt = now
+            tableRequestExplicit = true
+            mode!.requestResync()
+        }
+    }
+
+    static let stallMilliseconds: Int64 = 5000
+    static let tableStallMilliseconds: Int64 = 30_000
 }

@@ -219,7 +219,7 @@ extension SyncNode {
         }
     }
 
-    private mutating func switchLink(to index: Int, reason: String, environment env: some SyncNodeEnvironment) {
+    mutating func switchLink(to index: Int, reason: String, environment env: some SyncNodeEnvironment) {
         guard index != currentLink else { return }
         currentLink = index
         env.log(.notice, "device \(linkName(index)) becomes the dedicated link (\(reason))")

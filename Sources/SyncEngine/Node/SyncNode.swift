@@ -135,6 +135,11 @@ public struct SyncNode: Sendable {
     var lastRefusedAt: Int64?
     public internal(set) var initialSyncComplete = false
     public internal(set) var peerSilences = 0
+    /// Stalls noticed and repaired (a silent link left, unacknowledged messages sent again, a
+    /// table that did not come asked for again).
+    public internal(set) var stallRepairs = 0
+    var nextSilenceSwitch: Int64 = .min / 2
+    var nextStallRepair: Int64 = .min / 2
     /// Bulk answers to the peer's resync requests: at most one per `bulkIntervalMilliseconds`;
     /// requests meanwhile are answered together when it has passed.
     var lastBulk: Int64 = .min / 2
