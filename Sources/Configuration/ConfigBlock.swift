@@ -79,7 +79,7 @@ enum ConfigBlock: CaseIterable, Sendable {
                 .ipv4Address, .ipv6Address, .ipv4Interface, .ipv6Interface, .interface, .group, .sndSocketBuffer, .rcvSocketBuffer,
                 .checksum,
             ]
-        case .options: return [.tcpWindowTracking, .expectationSync, .ignoreReceived]
+        case .options: return [.tcpWindowTracking, .expectationSync, .ignoreReceived, .updateDelay]
         case .auth: return [.keyFile, .algorithm, .nodeId]
         case .stats: return [.logFile, .syslog]
         // conntrackd's grammar also takes QueueNum, QueueLen and Policy directly in Helper and

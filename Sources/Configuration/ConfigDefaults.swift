@@ -35,4 +35,6 @@ public enum ConfigDefaults {
     public static let errorQueueLength = 128
     /// At most this many UDP/Multicast/TCP blocks (MULTICHANNEL_MAX).
     public static let maximumChannels = 4
+    /// `Sync.Options.UpdateDelay`: queued changes wait at most this long (ms) for more.
+    public static let updateDelayMilliseconds = 20
 }

@@ -89,6 +89,7 @@ enum ConfigKeyword: String, CaseIterable, Sendable {
     case keyFile = "KeyFile"
     case algorithm = "Algorithm"
     case nodeId = "NodeId"
+    case updateDelay = "UpdateDelay"
 
     /// The name used in setting paths and docs: aliases map to the option they stand for.
     var canonicalName: String {

@@ -900,6 +900,9 @@ struct ConfigParser {
             case .ignoreReceived:
                 let value = try receivedAttributes(t, in: path)
                 sync?.ignoredReceived = value
+            case .updateDelay:
+                let value = try number(t, in: path, range: 0...1000, expects: "milliseconds from 0 (off) to 1000")
+                sync?.updateDelay = value
             default:
                 throw error(t, "unknown option '\(t.text)' in \(path)")
             }
@@ -1202,6 +1205,7 @@ struct SyncBuilder {
     var expectationSync = ExpectationSync.off
     var ignoredReceived: ReceivedAttributes = []
     var auth: AuthConfig?
+    var updateDelay = ConfigDefaults.updateDelayMilliseconds
     var errorQueueLength = ConfigDefaults.errorQueueLength
 
     init(openToken: ConfigToken) { self.openToken = openToken }
@@ -1251,6 +1255,7 @@ struct SyncBuilder {
             tcpWindowTracking: tcpWindowTracking, expectationSync: expectationSync, errorQueueLength: errorQueueLength)
         config.ignoredReceived = ignoredReceived
         config.auth = auth
+        config.updateDelayMilliseconds = updateDelay
         return config
     }
 }

@@ -23,6 +23,9 @@ public struct SyncConfig: Sendable, Equatable {
     /// `Auth { ... }` (new in ctsync): every frame on the links sealed and verified; nil = off,
     /// conntrackd's unauthenticated wire.
     public var auth: AuthConfig?
+    /// `Options { UpdateDelay ms }` (new in ctsync): how long queued changes may wait for
+    /// more before they go out (several updates of one flow become one message); 0 = off.
+    public var updateDelayMilliseconds: Int = ConfigDefaults.updateDelayMilliseconds
 
     public init(
         mode: ModeConfig, commitTimeout: Int? = nil, purgeTimeout: Int = ConfigDefaults.purgeTimeout, channels: [ChannelConfig],

@@ -34,3 +34,18 @@ import Testing
         #expect(text.contains("Auth") && text.contains("Sync"), "\(text)")
     }
 }
+
+/// `Sync { Options { UpdateDelay ms } }` (new in ctsync): the coalescing delay.
+@Suite struct UpdateDelayConfigTests {
+    func config(_ options: String) -> String {
+        "Sync {\n    Mode FTFW { }\n    Options {\n        \(options)\n    }\n    UDP { IPv4_address 198.18.0.1 IPv4_Destination_Address 198.18.0.2 Port 3780 Interface eth1 }\n}\n"
+    }
+
+    @Test func defaultsAndValues() throws {
+        #expect(try ConfigFixtures.parse(config("TCPWindowTracking off")).sync?.updateDelayMilliseconds == 20)
+        #expect(try ConfigFixtures.parse(config("UpdateDelay 0")).sync?.updateDelayMilliseconds == 0)
+        #expect(try ConfigFixtures.parse(config("UpdateDelay 250")).sync?.updateDelayMilliseconds == 250)
+        let text = ConfigFixtures.errorText(config("UpdateDelay 5000")) ?? ""
+        #expect(text.contains("UpdateDelay in Sync.Options expects milliseconds from 0 (off) to 1000, got '5000'"), "\(text)")
+    }
+}

@@ -113,3 +113,48 @@ import Testing
         #expect(sim.settle(seconds: 30), "\(sim.report)")
     }
 }
+
+/// Update coalescing (`Options { UpdateDelay }`): updates of one flow within the delay go out as
+/// one message, nothing waits longer than the delay, and a datagram's worth goes at once.
+@Suite struct CoalescingTests {
+    func pair(delay: Int64) -> Cluster { Cluster(seed: 71, drop: 0, updateDelay: delay) }
+
+    @Test func updatesWithinTheDelayGoOutAsOneMessage() {
+        var sent: [Int64: Int] = [:]
+        for delay: Int64 in [0, 50] {
+            let sim = pair(delay: delay)
+            #expect(sim.run(busy: 20, on: [0]))
+            for _ in 0..<200 { sim.step() }
+            let before = sim.a.node.mode!.counters.sent
+            // 10 flows (less than a datagram), each updated 5 times, one update every 10 ms.
+            let ids = Array(sim.live[0].keys.sorted().prefix(10))
+            for round in 1...5 {
+                for id in ids {
+                    sim.live[0][id]! += 1
+                    sim.a.update(simFlow(id, version: sim.live[0][id]!, node: 0), now: sim.now)
+                }
+                _ = round
+                sim.step()
+            }
+            #expect(sim.settle(seconds: 10), "\(sim.report)")
+            let messages = sim.a.node.mode!.counters.sent - before
+            sent[delay] = messages
+            if delay > 0 { #expect(sim.a.node.mode!.counters.coalesced >= 30, "\(sim.a.node.mode!.counters)") }
+        }
+        // Without the delay each step's updates go out: five rounds; with it, one or two.
+        #expect(sent[50]! * 2 < sent[0]!, "\(sent)")
+    }
+
+    @Test func nothingWaitsLongerThanTheDelay() {
+        let sim = pair(delay: 50)
+        #expect(sim.run(busy: 10, on: [0]))
+        for _ in 0..<200 { sim.step() }
+        let before = sim.a.node.mode!.counters.sent
+        sim.churn(1, on: [0])
+        sim.step()  // 10 ms: held
+        #expect(sim.a.node.mode!.counters.sent == before)
+        #expect(sim.a.node.nextDeadline ?? .max <= sim.now + 50)
+        for _ in 0..<5 { sim.step() }  // 60 ms in all: out
+        #expect(sim.a.node.mode!.counters.sent > before)
+    }
+}

@@ -143,16 +143,17 @@ final class Cluster {
 
     static func settings(
         _ mode: SyncModeSettings, sequence: UInt32, links: Int = 1, injects: Bool = false, hashLimit: Int = 1_000_000,
-        accepts: @escaping @Sendable (Flow) -> Bool = { _ in true }
+        accepts: @escaping @Sendable (Flow) -> Bool = { _ in true }, updateDelay: Int64 = 0
     ) -> SyncNode.Settings {
-        SyncNode.Settings(
-            hashLimit: hashLimit, accepts: accepts, sync: SyncNode.Sync(mode: mode, linkCount: links, injects: injects, initialSequence: sequence))
+        var sync = SyncNode.Sync(mode: mode, linkCount: links, injects: injects, initialSequence: sequence)
+        sync.updateDelayMilliseconds = updateDelay
+        return SyncNode.Settings(hashLimit: hashLimit, accepts: accepts, sync: sync)
     }
 
     init(
         seed: UInt64, nodes: Int = 2, mode: SyncModeSettings = .ftfw(windowSize: 30, resendQueueSize: 131_072), drop: UInt64,
         duplicate: UInt64 = 0, jitter: Int64 = 0, links: Int = 1, injects: Bool = false, preload: Int = 0,
-        hashLimits: [Int: Int] = [:], filters: [Int: @Sendable (Flow) -> Bool] = [:]
+        hashLimits: [Int: Int] = [:], filters: [Int: @Sendable (Flow) -> Bool] = [:], updateDelay: Int64 = 0
     ) {
         rng = SeededGenerator(seed: seed)
         // The second node's numbering wraps around during the run.
@@ -163,7 +164,7 @@ final class Cluster {
                 name: String(UnicodeScalar(UInt8(97 + $0))),
                 settings: Self.settings(
                     mode, sequence: sequences[$0 % 4], links: links, injects: injects, hashLimit: hashLimits[$0] ?? 1_000_000,
-                    accepts: filters[$0] ?? acceptAll),
+                    accepts: filters[$0] ?? acceptAll, updateDelay: updateDelay),
                 now: 0)
         }
         network = SimNetwork(rng: SeededGenerator(seed: seed &+ 1), drop: drop, duplicate: duplicate, jitter: jitter)

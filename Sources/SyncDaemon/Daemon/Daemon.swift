@@ -90,6 +90,7 @@ public final class Daemon {
                 encodeOptions: EncodeOptions(includeTimeout: s.commitTimeout == nil, includeWindowScale: s.tcpWindowTracking),
                 injects: !s.mode.usesExternalCache, startupResync: s.mode.startupResync,
                 initialSequence: UInt32(truncatingIfNeeded: time(nil)))
+            sync?.updateDelayMilliseconds = Int64(s.updateDelayMilliseconds)
         }
         var settings = SyncNode.Settings(
             hashLimit: general.hashLimit, expectedFlows: general.hashSize, accepts: { filter.accepts($0) },

@@ -65,6 +65,8 @@ struct DaemonStatistics: Codable, Equatable {
         /// The peer's table in whole since last asked for; silences of the peer (3 s and more)
         /// and stalls repaired (docs/failover.md, "Sync health").
         var inSync: Bool = false
+        /// Changes of flows already queued, sent in the one message (`UpdateDelay`).
+        var coalesced: Int = 0
         var peerSilences: Int = 0
         var stallRepairs: Int = 0
     }
@@ -173,6 +175,7 @@ extension Daemon {
                 unknownPeer: links.links.reduce(0) { $0 + $1.counters.unknownPeer }, outOfWindow: e.outOfWindow,
                 numberingsAdopted: e.numberingsAdopted, receivedFiltered: node.receivedFiltered, receivedRefused: node.receivedRefused)
             sync?.inSync = node.initialSyncComplete
+            sync?.coalesced = e.coalesced
             sync?.peerSilences = node.peerSilences
             sync?.stallRepairs = node.stallRepairs
             if let a = links.auth?.authenticator {

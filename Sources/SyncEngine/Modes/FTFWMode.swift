@@ -186,7 +186,11 @@ public struct FTFWMode: SyncMode {
     }
 
     private mutating func enqueue(_ key: FlowKey) {
-        if txFlows.insert(key).inserted { txQueue.append(.flow(key)) }
+        if txFlows.insert(key).inserted {
+            txQueue.append(.flow(key))
+        } else {
+            counters.coalesced &+= 1
+        }
     }
 
     // MARK: - Sending

@@ -44,7 +44,11 @@ struct SendOnceQueue: Sendable {
     }
 
     mutating func enqueue(_ key: FlowKey) {
-        if queued.insert(key).inserted { queue.append(.flow(key)) }
+        if queued.insert(key).inserted {
+            queue.append(.flow(key))
+        } else {
+            counters.coalesced &+= 1
+        }
     }
 
     mutating func append(_ item: Item) {

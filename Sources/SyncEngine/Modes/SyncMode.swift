@@ -11,6 +11,8 @@ public struct SyncCounters: Sendable, Equatable, Codable {
     public var nacksReceived = 0
     /// NACKs answered only in part: the second's retransmission budget was spent.
     public var nacksLimited = 0
+    /// Changes of a flow already queued: they went out in the one message (update coalescing).
+    public var coalesced = 0
     public var resyncsRequested = 0
     /// Messages we know we missed (sum of gap sizes seen).
     public var lost = 0

@@ -19,6 +19,20 @@ extension SyncNode {
         // A link that cannot take more (TCP, reconnecting, queue full): the messages wait in the
         // mode (one per flow, the latest state) rather than being encoded and dropped.
         guard env.canSend(link: currentLink) else { return }
+        if sync.updateDelayMilliseconds > 0 {
+            let queued = mode!.transmitQueueLength
+            if queued == 0 {
+                heldSince = nil
+            } else {
+                let since = heldSince ?? now
+                // About a datagram's worth of messages goes at once: waiting would not merge more.
+                if queued < sync.payloadLimit / Self.typicalMessageBytes && now - since < sync.updateDelayMilliseconds {
+                    heldSince = since
+                    return
+                }
+                heldSince = nil
+            }
+        }
         let cache = internalCache
         let messages = mode!.transmit(now: now) { cache[$0]?.flow }
         guard !messages.isEmpty else { return }
@@ -34,6 +48,9 @@ extension SyncNode {
         }
         if !datagram.isEmpty { send(now: now, environment: env) }
     }
+
+    /// A flow message's usual size (an IPv4 TCP flow with NAT is 84 to 116 bytes).
+    static let typicalMessageBytes = 96
 
     /// Sends the datagram on the current link; a failure that says the link is gone makes the
     /// next running link current at once, and the datagram goes out there.

@@ -69,6 +69,10 @@ public struct SyncNode: Sendable {
         public var startupResync: Bool
         /// The number of the first message (the daemon takes the clock's seconds, as conntrackd).
         public var initialSequence: UInt32
+        /// `Options { UpdateDelay }` (ms, 0 = off): what is queued waits up to this long for
+        /// more changes before it goes out, unless it already fills a datagram; several
+        /// updates of one flow meanwhile go out as one message (pfsync's `maxupd`).
+        public var updateDelayMilliseconds: Int64 = 0
 
         public init(
             mode: SyncModeSettings, linkCount: Int = 1, initialLink: Int = 0, linkNames: [String] = [], payloadLimit: Int = 1472,
@@ -153,6 +157,8 @@ public struct SyncNode: Sendable {
     var nextLinkCheck: Int64 = 0
     var noLinkLogged = false
     /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
+    /// Since when the mode's queue has held messages the coalescing delay keeps back.
+    var heldSince: Int64?
     var injectQueue: [(FlowMessageKind, Flow)] = []
     var datagram: [UInt8] = []
     var encoded: [UInt8] = []
@@ -206,7 +212,8 @@ public struct SyncNode: Sendable {
     /// When `tick` next has something to do (nil: only an input can give it work).
     public var nextDeadline: Int64? {
         var deadlines: [Int64?] = [
-            silentCheckDue, pollDue, mode?.nextTick, stale == nil || !staleResyncAcknowledged ? nil : lastPeerData + Self.staleSweepMilliseconds,
+            silentCheckDue, pollDue, mode?.nextTick, heldSince.map { $0 + (settings.sync?.updateDelayMilliseconds ?? 0) },
+            stale == nil || !staleResyncAcknowledged ? nil : lastPeerData + Self.staleSweepMilliseconds,
             bulkOwed ? lastBulk + Self.bulkIntervalMilliseconds : nil,
         ]
         if let due = resyncDue { deadlines.append(min(due, lastEventAt + Self.resyncQuietMilliseconds)) }
