@@ -60,5 +60,32 @@ import Testing
         #expect(gated["committed"] as? Bool == true)
         #expect(control["server_reset"] as? Bool == true || (control["fw2_resets"] as? Int ?? 0) > 0, "control not reset: \(control)")
         #expect(r.status == 0)
+        // Graceful: fw1's keepalived stops (fw1 keeps running), the same must hold.
+        let g = try run(["/usr/bin/env", "CTSYNCD=\(Host.ctsyncd)", "TK_FLOWS=50000", "TK_CRASH=0", "TK_RUNS=gated", "bash", script], timeout: 180)
+        let graceful = try #require(
+            try g.lines.last { $0.hasPrefix("RESULT ") }.flatMap {
+                try JSONSerialization.jsonObject(with: Data($0.dropFirst("RESULT ".count).utf8)) as? [String: Any]
+            }, "no graceful RESULT; stderr:\n\(g.stderr.suffix(8000))")
+        print("takeover (graceful): \(graceful)")
+        #expect(graceful["survived"] as? Bool == true && graceful["fw2_resets"] as? Int == 0, "\(graceful)\n\(g.stderr.suffix(8000))")
+    }
+
+    /// keepalived tracks `ctsync health` as the shipped keepalived.conf does: fw1, out of sync
+    /// (its external cache too small for fw2's table), is not preferred although its priority
+    /// is higher; in sync again, it takes over. scripts/failover/election-test.sh.
+    @Test(.enabled(if: Host.runs(if: hasKeepalived), "needs keepalived and /usr/bin/python3 (scripts/install-deps.sh installs them)"))
+    func aNodeOutOfSyncLosesTheElection() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let script = root.appendingPathComponent("scripts/failover/election-test.sh").path
+        let r = try run(["/usr/bin/env", "CTSYNCD=\(Host.ctsyncd)", "bash", script], timeout: 150)
+        let result = try #require(
+            try r.lines.last { $0.hasPrefix("RESULT ") }.flatMap {
+                try JSONSerialization.jsonObject(with: Data($0.dropFirst("RESULT ".count).utf8)) as? [String: Any]
+            }, "no RESULT; stderr:\n\(r.stderr.suffix(8000))")
+        print("election: \(result)")
+        #expect(result["kept_backup_while_out_of_sync"] as? Bool == true, "\(result)\n\(r.stderr.suffix(8000))")
+        #expect((result["unhealthy_reason"] as? String ?? "").contains("external cache is full"))
+        #expect(result["took_over_when_in_sync"] as? Bool == true, "\(result)\n\(r.stderr.suffix(8000))")
+        #expect(r.status == 0)
     }
 }

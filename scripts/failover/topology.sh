@@ -47,7 +47,9 @@
 # new master), FO_PUSH=S (the server pushes a line every S seconds and the client only reads,
 # instead of the client's echoed counter), FO_GATE=0|1 (CTSYNC_GATE for the notify script:
 # the takeover gate; unset = the script's default). Each firewall counts the TCP resets it
-# sends or forwards (fo_rst_count).
+# sends or forwards (fo_rst_count). FO_TRACK_HEALTH=1: keepalived tracks `ctsync health` as the
+# shipped conf/keepalived/keepalived.conf does (weight -60, init_fail); FO_HASHLIMIT_FW1/FW2: the
+# daemons' HashLimit (131072).
 # Every wait is a bounded poll; processes are killed by PID only (ours, or those living in our
 # namespaces); fo_teardown deletes every namespace.
 
@@ -236,7 +238,7 @@ General {
     # Above 8192: conntrackd 1.4.7 commits a smaller table in one step and then ignores every
     # later flush ("ignoring flush command, commit still in progress").
     HashSize 32768
-    HashLimit 131072
+    HashLimit $(if [ "$fw" = fw1 ]; then echo "${FO_HASHLIMIT_FW1:-131072}"; else echo "${FO_HASHLIMIT_FW2:-131072}"; fi)
     LogFile $FO_WORK/$fw/daemon.log
     Syslog off
     LockFile $FO_WORK/$fw/daemon.lock
@@ -275,11 +277,25 @@ global_defs {
     vrrp_version 3
 }
 
+$(if [ "${FO_TRACK_HEALTH:-0}" = 1 ]; then cat <<TRACK
+vrrp_script chk_ctsync {
+    script "$(dirname "$FO_DAEMON")/ctsync health -C $FO_WORK/$fw/daemon.conf"
+    interval 1
+    timeout 2
+    fall 3
+    rise 2
+    weight -60
+    init_fail
+}
+TRACK
+fi)
+
 vrrp_sync_group CTFO {
     group {
         VI_CLIENT
         VI_SERVER
     }
+$([ "${FO_TRACK_HEALTH:-0}" = 1 ] && printf '    sync_group_tracking_weight\n')
     notify_master "$FO_WORK/$fw/notify.sh primary"
     notify_backup "$FO_WORK/$fw/notify.sh backup"
     notify_fault "$FO_WORK/$fw/notify.sh fault"
@@ -299,6 +315,7 @@ vrrp_instance VI_CLIENT {
     virtual_ipaddress {
         $FO_VIP_CLIENT/24 dev eth0
     }
+$([ "${FO_TRACK_HEALTH:-0}" = 1 ] && printf '    track_script {\n        chk_ctsync\n    }\n')
 }
 
 vrrp_instance VI_SERVER {
@@ -315,6 +332,7 @@ vrrp_instance VI_SERVER {
     virtual_ipaddress {
         $FO_VIP_SERVER/24 dev eth1
     }
+$([ "${FO_TRACK_HEALTH:-0}" = 1 ] && printf '    track_script {\n        chk_ctsync\n    }\n')
 }
 CONF
 }
