@@ -202,8 +202,16 @@ public struct FTFWMode: SyncMode {
         lastTransmit = now
         var out: [SyncMessage] = []
         out.reserveCapacity(txQueue.count)
-        let items = txQueue
-        txQueue.removeAll(keepingCapacity: true)
+        // Swapped out, not copied: `removeAll(keepingCapacity:)` on a shared buffer would
+        // allocate a new one of the queue's largest size at every transmit.
+        var items: [Item] = []
+        swap(&items, &txQueue)
+        defer {
+            if txQueue.isEmpty {
+                items.removeAll(keepingCapacity: true)
+                txQueue = items
+            }
+        }
         txFlows.removeAll(keepingCapacity: true)
         pendingAcks.removeAll(keepingCapacity: true)
         pendingNacks.removeAll(keepingCapacity: true)

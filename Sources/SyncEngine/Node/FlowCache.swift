@@ -171,8 +171,11 @@ public struct FlowCache: Sendable {
             default: break
             }
         }
-        let gone = table.storage.lazy.map(\.flow.key).filter { !seen.contains($0) }
-        for key in Array(gone) {
+        // The keys first, in a plain loop: a lazy view over the storage would keep it shared,
+        // and the first removal would copy the whole cache.
+        var gone: [FlowKey] = []
+        for entry in table.storage where !seen.contains(entry.flow.key) { gone.append(entry.flow.key) }
+        for key in gone {
             if let entry = table.remove(key) {
                 counters.destroyed += 1
                 result.removed.append(entry.flow)
