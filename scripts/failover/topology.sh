@@ -493,8 +493,8 @@ fo_rst_count() {
 # kernel table, as a busy firewall's table: what the peer must replicate and commit.
 fo_preload() {
     local fw=$1 n=$2 ctsync
-    ctsync=$(dirname "$FO_DAEMON")/ctsync
-    [ -x "$ctsync" ] || { fo_err "fo_preload needs ctsync next to $FO_DAEMON"; return 1; }
+    ctsync=${FO_CTSYNC:-$(dirname "$FO_DAEMON")/ctsync}
+    [ -x "$ctsync" ] || { fo_err "fo_preload needs ctsync next to $FO_DAEMON (or FO_CTSYNC)"; return 1; }
     "$FO_PYTHON" - "$n" >"$FO_WORK/$fw/preload.jsonl" <<'PY'
 import json, sys
 for i in range(int(sys.argv[1])):
