@@ -33,6 +33,10 @@ fo_create && fo_write_configs && fo_start_daemon fw1 && fo_start_daemon fw2 || f
 fo_preload fw2 1000 || fail "preload"
 fo_start_keepalived fw2
 fo_wait_notify fw2 primary 1 15 || fail "fw2 did not become master"
+# fw2's own check starts failed (init_fail): only once keepalived counts it healthy does fw2
+# stand at 100, else fw1 (90) would outrank it anyway and the test could not tell.
+_el_fw2_tracked() { grep -q "VRRP_Script(chk_ctsync) succeeded" "$work/fw2/keepalived.log"; }
+fo_poll 20 0.1 _el_fw2_tracked || fail "keepalived on fw2 never counted ctsync health as succeeded"
 fo_start_keepalived fw1
 fo_wait_notify fw1 backup 1 15 || fail "fw1 did not become backup"
 # fw1 is out of sync: its external cache refuses fw2's flows.
