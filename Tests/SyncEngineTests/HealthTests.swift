@@ -77,7 +77,7 @@ import Testing
     }
 }
 
-/// A stuck sync mends itself (issue: "a sync that repairs its own stall").
+/// A stuck sync mends itself (docs/failover.md, "Sync health").
 @Suite struct StallRepairTests {
     /// Two links, the current one carrying nothing in either direction although it is up (no
     /// carrier loss to notice): after 3 s of silence each node tries the next link, and the

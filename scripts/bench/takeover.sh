@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Takeover latency beside conntrackd, in one run (issue: "takeover with no reset window"): the
+# Takeover latency beside conntrackd, in one run (docs/failover.md, "No reset window"): the
 # failover pair of scripts/failover/topology.sh (keepalived, the shipped primary-backup.sh with
 # its gate), FLOWS flows preloaded into fw1's table and replicated to fw2, fw1 crashed; measured
 # from the start of fw2's notify_master to the moment fw2's kernel holds every one of the flows
