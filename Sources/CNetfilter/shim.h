@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
+#include <sys/syscall.h>
 #include <libmnl/libmnl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack_tcp.h>
@@ -46,5 +47,46 @@ extern int setns(int fd, int nstype);
 #endif
 /// Moves the calling thread into the network namespace open at `fd`.
 static inline int ctsync_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+
+/// glibc's `struct mmsghdr` (declared only with _GNU_SOURCE, so recvmmsg is called by number).
+struct ctsync_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+
+/// The most datagrams `ctsync_receive_batch` takes in one call.
+#define CTSYNC_RECEIVE_BATCH_MAX 64
+
+/// Receives, without waiting, up to `count` (at most CTSYNC_RECEIVE_BATCH_MAX) netlink datagrams
+/// in one system call (recvmmsg): datagram i lands at `buffer + i * slot_size`. `lengths[i]` is
+/// its length, -1 if it did not fit its slot (cut: the caller must treat it as lost), -2 if it
+/// did not come from the kernel (port id not 0: to be ignored). Returns the number received (0:
+/// nothing queued), or -errno (-ENOBUFS: the kernel dropped messages for this socket).
+static inline int ctsync_receive_batch(int fd, uint8_t *buffer, unsigned slot_size, unsigned count, int *lengths) {
+    struct ctsync_mmsghdr messages[CTSYNC_RECEIVE_BATCH_MAX];
+    struct iovec vectors[CTSYNC_RECEIVE_BATCH_MAX];
+    struct sockaddr_nl senders[CTSYNC_RECEIVE_BATCH_MAX];
+    if (count > CTSYNC_RECEIVE_BATCH_MAX) count = CTSYNC_RECEIVE_BATCH_MAX;
+    memset(messages, 0, sizeof(messages[0]) * count);
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = buffer + (size_t)i * slot_size;
+        vectors[i].iov_len = slot_size;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+        messages[i].msg_hdr.msg_name = &senders[i];
+        messages[i].msg_hdr.msg_namelen = sizeof(senders[i]);
+    }
+    int n;
+    do {
+        n = (int)syscall(SYS_recvmmsg, fd, messages, count, MSG_DONTWAIT, (void *)0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+    for (int i = 0; i < n; i++) {
+        if (messages[i].msg_hdr.msg_flags & MSG_TRUNC) lengths[i] = -1;
+        else if (senders[i].nl_pid != 0) lengths[i] = -2;
+        else lengths[i] = (int)messages[i].msg_len;
+    }
+    return n;
+}
 
 #endif

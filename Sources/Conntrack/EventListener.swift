@@ -6,24 +6,41 @@ import CNetfilter
 
 /// Subscribes to the kernel's conntrack events in the current network namespace.
 ///
-/// Reads in batches: `next` waits for the first event, then takes whatever else is
-/// queued (up to a limit) without blocking. The receive buffer is set with
-/// SO_RCVBUFFORCE; a datagram is never truncated silently (a cut message is
-/// reported as `.overrun`, like ENOBUFS), so a caller never misses a loss.
+/// Drains ahead of its reader: `drain()` moves everything the socket holds into a queue of
+/// parsed events (many datagrams per system call, `recvmmsg`), so the socket's buffer stays
+/// nearly empty however long the caller takes over each batch (`take`); a burst at the kernel's
+/// rate waits in the queue instead of overflowing the socket. The queue is bounded
+/// (`maximumPending`); past it the socket fills and the kernel reports the loss as usual. The
+/// receive buffer is set with SO_RCVBUFFORCE; a datagram is never truncated silently (a cut
+/// message is reported as `.overrun`, like ENOBUFS), so a caller never misses a loss.
 public final class EventListener {
     private let socket: MnlSocket
-    private let buffer: UnsafeMutableRawBufferPointer
+    /// Receive slots for one `recvmmsg`: an event message is far smaller than a slot.
+    private let slots: UnsafeMutableRawBufferPointer
+    private var lengths: [Int32]
+    private static let slotSize = 8192
+    private static let slotCount = Int(CTSYNC_RECEIVE_BATCH_MAX)
+    /// Parsed events not yet taken, from `head` on.
+    private var pending: [FlowEvent] = []
+    private var head = 0
+    /// The most events held in the queue; draining stops there (the socket then fills).
+    public var maximumPending = 1 << 18
     /// Events lost so far (count of overrun reports).
     public private(set) var overruns = 0
+    /// Datagrams received and system calls made for them (`recvmmsg`), for the statistics.
+    public private(set) var datagrams = 0
+    public private(set) var receiveCalls = 0
+    /// The largest number of events the queue has held.
+    public private(set) var pendingHighWater = 0
 
     private let types: EventTypes
 
     public init(types: EventTypes = .all, receiveBufferSize: Int = 4 << 20) throws(KernelError) {
         socket = try MnlSocket(groups: types.rawValue, receiveBufferSize: receiveBufferSize)
-        buffer = .allocate(byteCount: 1 << 17, alignment: 8)
+        slots = .allocate(byteCount: Self.slotSize * Self.slotCount, alignment: 8)
+        lengths = [Int32](repeating: 0, count: Self.slotCount)
         self.types = types
     }
-
     /// Leaves the event groups. When nobody else in the namespace listens, the kernel then
     /// stops building events at all (a bulk write such as a commit runs faster); every event
     /// meanwhile is lost, so the caller must re-read the table after `resume()`.
@@ -39,7 +56,7 @@ public final class EventListener {
         }
     }
 
-    deinit { buffer.deallocate() }
+    deinit { slots.deallocate() }
 
     /// The socket's receive buffer as the kernel reports it.
     public var receiveBufferSize: Int { socket.receiveBufferSize }
@@ -59,59 +76,120 @@ public final class EventListener {
     /// The file descriptor, for callers that multiplex with poll/epoll.
     public var fileDescriptor: Int32 { socket.fileDescriptor }
 
-    /// Waits up to `timeoutMilliseconds` (-1: forever) for events and returns a batch of at
-    /// most `limit`; empty on timeout.
     /// Events caused by a socket with this port are skipped (a daemon injecting the peer's
     /// flows does not replicate them back). 0: none.
     public var ignoredPort: UInt32 = 0
     /// Events skipped because of `ignoredPort`.
     public private(set) var ignoredEvents = 0
 
-    public func next(timeoutMilliseconds: Int32, limit: Int = 4096) throws -> [FlowEvent] {
-        guard socket.waitReadable(milliseconds: timeoutMilliseconds) else { return [] }
-        var events: [FlowEvent] = []
-        while events.count < limit {
-            let n: Int
-            do {
-                n = try socket.receive(into: buffer, wait: false)
-            } catch KernelError.overrun {
+    /// Events received and not yet taken.
+    public var pendingCount: Int { pending.count - head }
+
+    /// Moves what the socket holds into the queue, without waiting; returns the number of
+    /// events added. Stops when the socket is empty or the queue is full.
+    @discardableResult
+    public func drain() throws -> Int {
+        let before = pendingCount
+        while pendingCount < maximumPending {
+            let n = lengths.withUnsafeMutableBufferPointer { lengths in
+                ctsync_receive_batch(
+                    socket.fileDescriptor, slots.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(Self.slotSize),
+                    UInt32(Self.slotCount), lengths.baseAddress!)
+            }
+            receiveCalls += 1
+            if n == -ENOBUFS {
                 overruns += 1
-                events.append(.overrun)
-                continue
-            } catch KernelError.truncated {
-                overruns += 1
-                events.append(.overrun)
+                pending.append(.overrun)
                 continue
             }
+            if n < 0 { throw KernelError.socket(operation: "receive", errno: -n) }
             if n == 0 { break }
-            let messages = try NetlinkMessage.split(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n), operation: "events")
-            collect(messages, into: &events)
-        }
-        return events
-    }
-
-    private func collect(_ messages: [NetlinkMessage], into events: inout [FlowEvent]) {
-        for message in messages {
-            if ignoredPort != 0 && message.portID == ignoredPort {
-                ignoredEvents += 1
-            } else if let event = Self.event(from: message) {
-                events.append(event)
+            datagrams += Int(n)
+            for index in 0..<Int(n) {
+                let length = Int(lengths[index])
+                if length == -1 {
+                    // Cut: whatever it held is lost.
+                    overruns += 1
+                    pending.append(.overrun)
+                    continue
+                }
+                if length < 0 { continue }  // not from the kernel
+                let datagram = UnsafeRawBufferPointer(start: slots.baseAddress! + index * Self.slotSize, count: length)
+                try collect(datagram)
             }
+            if Int(n) < Self.slotCount { break }  // the socket is empty
+        }
+        pendingHighWater = max(pendingHighWater, pendingCount)
+        return pendingCount - before
+    }
+
+    /// Takes up to `limit` queued events, oldest first.
+    public func take(limit: Int) -> ArraySlice<FlowEvent> {
+        let end = min(pending.count, head + max(1, limit))
+        let batch = pending[head..<end]
+        head = end
+        return batch
+    }
+
+    /// Forgets the taken events (call once their batch is no longer used: it keeps the queue's
+    /// storage from being copied). An emptied queue gives back the memory of a large burst.
+    public func releaseTaken() {
+        if head == pending.count {
+            pending.removeAll(keepingCapacity: pending.capacity <= 4096)
+            head = 0
+        } else if head >= 65536 && head * 2 >= pending.count {
+            pending.removeFirst(head)
+            head = 0
         }
     }
 
-    static func event(from message: NetlinkMessage) -> FlowEvent? {
-        guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK),
-            let (flow, present) = KernelTable.parseFlowAttributes(message)
-        else { return nil }
-        switch UInt32(message.type & 0xff) {
+    /// Waits up to `timeoutMilliseconds` (-1: forever) for events and returns a batch of at
+    /// most `limit`; empty on timeout.
+    public func next(timeoutMilliseconds: Int32, limit: Int = 4096) throws -> [FlowEvent] {
+        if pendingCount == 0 {
+            guard socket.waitReadable(milliseconds: timeoutMilliseconds) else { return [] }
+        }
+        try drain()
+        let batch = Array(take(limit: limit))
+        releaseTaken()
+        return batch
+    }
+
+    private func collect(_ datagram: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        let count = datagram.count
+        while count - offset >= NetlinkMessage.headerSize {
+            let length = Int(datagram.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+            guard length >= NetlinkMessage.headerSize, length <= count - offset else {
+                throw KernelError.malformedReply(operation: "events", detail: "message length \(length) at offset \(offset) of \(count)")
+            }
+            let message = UnsafeRawBufferPointer(rebasing: datagram[offset..<offset + length])
+            let type = message.loadUnaligned(fromByteOffset: 4, as: UInt16.self)
+            let flags = message.loadUnaligned(fromByteOffset: 6, as: UInt16.self)
+            let port = message.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+            if ignoredPort != 0 && port == ignoredPort {
+                ignoredEvents += 1
+            } else if let event = Self.event(type: type, flags: flags, message: message) {
+                pending.append(event)
+            }
+            offset += (length + 3) & ~3
+        }
+    }
+
+    static func event(type: UInt16, flags: UInt16, message: UnsafeRawBufferPointer) -> FlowEvent? {
+        guard type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK), let (flow, present) = FlowMessageParser.parse(message) else { return nil }
+        switch UInt32(type & 0xff) {
         case IPCTNL_MSG_CT_NEW.rawValue:
             let creating = UInt16(NLM_F_CREATE | NLM_F_EXCL)
-            return message.flags & creating != 0 ? .new(flow) : .update(flow, present: present)
+            return flags & creating != 0 ? .new(flow) : .update(flow, present: present)
         case IPCTNL_MSG_CT_DELETE.rawValue:
             return .destroy(flow)
         default:
             return nil
         }
+    }
+
+    static func event(from message: NetlinkMessage) -> FlowEvent? {
+        event(type: message.type, flags: message.flags, message: message.bytes)
     }
 }

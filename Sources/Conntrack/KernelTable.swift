@@ -22,6 +22,7 @@ public struct WriteReport: Sendable, Equatable {
     /// Number of `sendmsg` calls made.
     public var sends = 0
     public var succeeded: Int { created + updated + deleted }
+    public init() {}
 }
 
 /// What a batched write does to each flow.
@@ -81,10 +82,15 @@ public final class KernelTable {
 
     /// Streams every flow (of one family, or all) to `body`.
     public func dump(family: AddressFamily? = nil, _ body: (Flow) throws -> Void) throws {
-        let seq = try sendRequest(type: IPCTNL_MSG_CT_GET, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: family)
-        try receiveUntilDone(sequence: seq, operation: "dump") { message in
+        try dumpMessages(family: family) { message in
             if let flow = Self.parseFlow(message) { try body(flow) }
         }
+    }
+
+    /// Streams the dump's messages as the kernel sent them.
+    func dumpMessages(family: AddressFamily? = nil, _ body: (NetlinkMessage) throws -> Void) throws {
+        let seq = try sendRequest(type: IPCTNL_MSG_CT_GET, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: family)
+        try receiveUntilDone(sequence: seq, operation: "dump", body)
     }
 
     /// Every flow (of one family, or all).
@@ -326,6 +332,13 @@ public final class KernelTable {
 
     /// Parses a ctnetlink message into a flow and says which optional attributes it carried.
     static func parseFlowAttributes(_ message: NetlinkMessage) -> (Flow, FlowAttributes)? {
+        guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK) else { return nil }
+        return FlowMessageParser.parse(message.bytes)
+    }
+
+    /// The same through libnetfilter_conntrack (`nfct_nlmsg_parse`): what `FlowMessageParser`
+    /// must agree with (the tests compare the two on the kernel's messages).
+    static func parseFlowAttributesWithLibrary(_ message: NetlinkMessage) -> (Flow, FlowAttributes)? {
         guard message.type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK) else { return nil }
         // A parsed object keeps attributes set earlier and libnetfilter_conntrack has no reset,
         // so each message gets a fresh object.

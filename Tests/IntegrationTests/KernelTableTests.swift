@@ -13,62 +13,7 @@ import Testing
     @Test func flowsRoundTripThroughTheKernel() throws {
         let ns = try TestNamespace("rt")
         defer { ns.remove() }
-        var flows: [Flow] = []
-        var tcp = Flow(
-            proto: .tcp,
-            original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 40000, destinationPort: 80),
-            tcp: TCPInfo(state: .established, originalFlags: 0x23, replyFlags: 0x03, originalWindowScale: 7, replyWindowScale: 9),
-            status: [.seenReply, .assured], timeout: 3000, mark: 0xdead_beef, zone: 12)
-        flows.append(tcp)
-        tcp.original.sourcePort = 40001
-        tcp.reply = Tuple(source: IPAddress("198.18.0.2")!, destination: IPAddress("198.18.100.1")!, sourcePort: 80, destinationPort: 50001)
-        tcp.zone = 0
-        flows.append(tcp)  // SNAT'ed: the reply goes to another address and port
-        var ftp = Flow(
-            proto: .tcp,
-            original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.21")!, sourcePort: 40002, destinationPort: 21),
-            tcp: TCPInfo(state: .established), status: [.seenReply, .assured, .seqAdjust, .helper], timeout: 3000)
-        ftp.helper = "ftp"
-        ftp.sequenceAdjustment = NATSequenceAdjustment(
-            original: SequenceAdjustment(correctionPosition: 1000, offsetBefore: 0, offsetAfter: 4),
-            reply: SequenceAdjustment(correctionPosition: 2000, offsetBefore: 0, offsetAfter: 0))
-        flows.append(ftp)  // a helper's flow, with the sequence adjustment of a NAT'ed FTP session
-        flows.append(
-            Flow(
-                proto: .tcp,
-                original: Tuple(source: IPAddress("2001:db8::1")!, destination: IPAddress("2001:db8::2")!, sourcePort: 1, destinationPort: 2),
-                tcp: TCPInfo(state: .synSent), timeout: 100))
-        flows.append(
-            Flow(
-                proto: .udp,
-                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 53, destinationPort: 53),
-                status: [.seenReply], timeout: 100, mark: 3))
-        flows.append(
-            Flow(
-                proto: .udplite,
-                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 5, destinationPort: 6),
-                timeout: 100))
-        flows.append(
-            Flow(
-                proto: .icmp, original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!),
-                icmp: ICMPInfo(type: 8, code: 0, id: 99), timeout: 20))
-        flows.append(
-            Flow(
-                proto: .icmpv6, original: Tuple(source: IPAddress("2001:db8::1")!, destination: IPAddress("2001:db8::2")!),
-                icmp: ICMPInfo(type: 128, code: 0, id: 7), timeout: 20))
-        var sctp = Flow(
-            proto: .sctp,
-            original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 7, destinationPort: 8),
-            timeout: 100)
-        sctp.sctp = SCTPInfo(state: SCTPState(name: "ESTABLISHED")!, originalVerificationTag: 0x1234_5678, replyVerificationTag: 0x8765_4321)
-        flows.append(sctp)
-        // No DCCP here: Linux 6.16 removed DCCP tracking, so the kernel keeps such flows as
-        // generic ones without ports or state (the netlink conversion is unit-tested instead).
-        flows.append(
-            Flow(
-                proto: .gre,
-                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 0x11, destinationPort: 0x22),
-                timeout: 100))
+        let flows = KernelSamples.varied
 
         try ns.table { table in
             let report = try table.write(flows, operation: .create)

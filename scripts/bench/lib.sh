@@ -31,8 +31,8 @@ General {
     UNIX {
         Path $work/$name.ctl
     }
-    NetlinkBufferSize 134217728
-    NetlinkBufferSizeMaxGrowth 134217728
+    NetlinkBufferSize ${BENCH_BUFFER:-134217728}
+    NetlinkBufferSizeMaxGrowth ${BENCH_BUFFER_MAX:-134217728}
 ${extra:+$extra
 }    Filter From Userspace {
         Address Ignore {
@@ -86,6 +86,20 @@ def count(path):
     line = [l for l in part.splitlines() if l.startswith("current active connections")][0]
     return int(line.split()[-1])
 path = sys.argv[1]
+if len(sys.argv) > 4 and sys.argv[4] == "--":
+    # Burst: runs the command after "--" (a `ctsync kernel insert ... -o json`) while polling,
+    # and prints its report with "done": the wall clock when the count reached the target.
+    import json, subprocess
+    target, limit = int(sys.argv[2]), float(sys.argv[3])
+    proc = subprocess.Popen(sys.argv[5:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    start, done = time.time(), None
+    while time.time() - start < limit:
+        if count(path) == target:
+            done = time.time(); break
+        time.sleep(0.001)
+    report = json.loads(proc.communicate()[0])
+    report["done"] = done
+    print(json.dumps(report)); sys.exit(0 if done else 1)
 if len(sys.argv) == 2:
     print(count(path)); sys.exit(0)
 target, limit = sys.argv[2], float(sys.argv[3])
@@ -100,3 +114,8 @@ PY
 }
 external() { python3 "$work/poll.py" "$1"; }                  # socket -> count
 wait_external() { python3 "$work/poll.py" "$1" "$2" "$3"; }   # socket target timeout -> seconds
+burst_external() { python3 "$work/poll.py" "$@"; }          # socket target timeout -- command... -> report
+# The value of one line of a daemon's `-s runtime` (both daemons print conntrackd's layout).
+runtime_stat() {  # netns binary config label
+    ip netns exec "$1" "$2" -C "$3" -s runtime 2>/dev/null | awk -v k="$4" -F: 'index($1, k) {gsub(/[ \t]/, "", $2); print $2; exit}'
+}

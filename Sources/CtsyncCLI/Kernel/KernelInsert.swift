@@ -176,41 +176,121 @@ struct BatchOptions: ParsableArguments {
     }
 }
 
-/// `ctsync kernel insert`: creates one flow from options, or many from `--file` in batches.
+/// `--generate N`: synthetic flows written as fast as the kernel takes them (benchmarks, scale tests).
+struct GenerateOptions: ParsableArguments {
+    @Option(
+        name: .customLong("generate"),
+        help: "Create N distinct established TCP flows from 198.18.0.0/15 (to 198.19.0.1:443), without a file.")
+    var count: Int?
+
+    @Option(name: .customLong("generate-first"), help: "Index of the first generated flow (a later run can add new flows).")
+    var first: Int = 0
+
+    @Option(name: .customLong("rate"), help: "Flows per second: write in bursts of --burst flows, paced to this rate.")
+    var rate: Double?
+
+    @Option(name: .customLong("burst"), help: "Flows per paced burst with --rate (default: the batch size).")
+    var burst: Int?
+
+    func validate() throws {
+        if let count {
+            guard count >= 1, first >= 0, first + count - 1 <= SyntheticFlows.maximumIndex else {
+                throw ValidationError("--generate N and --generate-first K must keep K+N-1 within 0...\(SyntheticFlows.maximumIndex)")
+            }
+        } else if first != 0 {
+            throw ValidationError("--generate-first needs --generate")
+        }
+        if let rate, !(rate > 0 && rate.isFinite) { throw ValidationError("--rate must be a positive number of flows per second") }
+        if let burst, burst < 1 { throw ValidationError("--burst must be at least 1") }
+        if burst != nil && rate == nil { throw ValidationError("--burst needs --rate") }
+    }
+}
+
+/// `ctsync kernel insert`: creates one flow from options, or many from `--file` or `--generate`, in batches.
 struct KernelInsert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "insert", abstract: "Create flows: one from options (like conntrack -I), or many from --file, batched.")
+        commandName: "insert",
+        abstract: "Create flows: one from options (like conntrack -I), or many from --file or --generate, batched.")
 
     @OptionGroup var spec: FlowSpecOptions
     @OptionGroup var batch: BatchOptions
+    @OptionGroup var generate: GenerateOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        if batch.file != nil && !spec.isEmpty {
+        if generate.count != nil {
+            if batch.file != nil { throw ValidationError("give either --file or --generate, not both") }
+            var others = spec
+            others.timeout = nil
+            others.mark = nil
+            guard others.isEmpty else { throw ValidationError("--generate takes only -t/--timeout and -m/--mark of the flow options") }
+        } else if batch.file != nil && !spec.isEmpty {
             throw ValidationError("give either --file or the flow's options, not both")
         }
-        if batch.file == nil { _ = try spec.flow() }
+        if batch.file == nil && generate.count == nil { _ = try spec.flow() }
     }
 
     func run() throws {
+        if let count = generate.count {
+            let flows = SyntheticFlows(first: generate.first, count: count, timeout: spec.timeout ?? 600, mark: spec.mark ?? 0)
+            try requireRoot("inserting conntrack entries")
+            try writeAndReport(
+                flows, operation: .create, batchSize: batch.batchSize, verb: "created", format: output.format,
+                pacing: generate.rate.map { Pacing(rate: $0, burst: generate.burst ?? batch.batchSize) })
+            return
+        }
         let flows = batch.file == nil ? [try spec.flow()] : try batch.flows()
         try requireRoot("inserting conntrack entries")
         try writeAndReport(flows, operation: .create, batchSize: batch.batchSize, verb: "created", format: output.format)
     }
 }
 
+/// Writes paced to a rate: bursts of `burst` flows, each started when the rate allows.
+struct Pacing {
+    var rate: Double
+    var burst: Int
+}
+
 /// Writes flows and prints the outcome: a conntrack-style line (text) or an object (json)
-/// with the count, the failures and the rate. Any failure makes the command fail.
-func writeAndReport(_ flows: [Flow], operation: WriteOperation, batchSize: Int, verb: String, format: OutputFormat) throws {
+/// with the count, the failures and the rate. Any failure makes the command fail. The time is
+/// the kernel writes' only (with `pacing`, from the first burst to the end of the last).
+func writeAndReport<C: RandomAccessCollection>(
+    _ flows: C, operation: WriteOperation, batchSize: Int, verb: String, format: OutputFormat, pacing: Pacing? = nil
+) throws where C.Element == Flow, C.Index == Int {
     let table = try KernelTable()
+    // The wall clock at the first write, for benchmarks that time what follows in other processes.
+    var wall = timespec()
+    clock_gettime(CLOCK_REALTIME, &wall)
     let start = DispatchTime.now().uptimeNanoseconds
-    let result = try table.write(flows, operation: operation, batchSize: batchSize)
+    var result = WriteReport()
+    if let pacing {
+        var offset = flows.startIndex
+        var burstNumber = 0
+        while offset < flows.endIndex {
+            let due = start + UInt64(Double(burstNumber * pacing.burst) / pacing.rate * 1e9)
+            let now = DispatchTime.now().uptimeNanoseconds
+            if due > now { usleep(useconds_t(min((due - now) / 1000, 10_000_000))) }
+            let end = min(flows.endIndex, offset + pacing.burst)
+            let part = try table.write(flows[offset..<end], operation: operation, batchSize: batchSize)
+            result.attempted += part.attempted
+            result.created += part.created
+            result.updated += part.updated
+            result.deleted += part.deleted
+            result.sends += part.sends
+            result.failures += part.failures  // indices are the collection's own
+            offset = end
+            burstNumber += 1
+        }
+    } else {
+        result = try table.write(flows, operation: operation, batchSize: batchSize)
+    }
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     let done = result.succeeded
     let rate = seconds > 0 ? Double(flows.count) / seconds : 0
     if format.style == .json {
         print(
             "{\"\(verb)\":\(done),\"failed\":\(result.failures.count),\"seconds\":\(String(format: "%.6f", seconds)),"
+                + "\"started\":\(wall.tv_sec).\(String(format: "%06d", wall.tv_nsec / 1000)),"
                 + "\"flows_per_second\":\(Int(rate)),\"sendmsg_calls\":\(result.sends),\"batch_size\":\(batchSize)}")
     } else {
         summary("\(done) flow entries have been \(verb).")

@@ -282,7 +282,7 @@ public final class Daemon {
     // MARK: - The loop
 
     /// The sources polled in one turn, in order, and what each one is.
-    private enum Source {
+    private enum Source: Equatable {
         case signals
         case events
         case link(Int)
@@ -316,13 +316,15 @@ public final class Daemon {
                 }
             }
             let deadline = [node.nextDeadline, nextWatchdog, control?.nextDeadline, environment.links?.nextDeadline].compactMap { $0 }.min()
-            let timeout = deadline.map { Int32(clamping: max(0, $0 - now)) } ?? 1000
+            // Events already queued (drained, not yet handled) are work to do now.
+            let eventsQueued = (listener?.pendingCount ?? 0) > 0
+            let timeout = eventsQueued ? 0 : deadline.map { Int32(clamping: max(0, $0 - now)) } ?? 1000
             let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR {
                 log.error("poll failed: \(errnoText(errno))")
                 return
             }
-            for (index, source) in sources.enumerated() where descriptors[index].revents != 0 {
+            for (index, source) in sources.enumerated() where descriptors[index].revents != 0 || (source == .events && eventsQueued) {
                 switch source {
                 case .signals: handleSignals()
                 case .events: if let listener { readEvents(listener) }

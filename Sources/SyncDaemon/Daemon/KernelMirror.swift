@@ -8,19 +8,21 @@ import SystemCalls
 /// reports its end. What the events mean for the caches is the node's (`SyncNode.kernelEvents`).
 extension Daemon {
     func readEvents(_ listener: EventListener) {
-        // EventIterationLimit events per turn of the loop (conntrackd's "per wakeup"), read
-        // as one batch; then the other sources get their turn.
+        // The socket first: everything it holds moves into the listener's queue, so a burst
+        // at the kernel's rate waits there instead of overflowing the socket's buffer while
+        // the node works. Then EventIterationLimit events (conntrackd's "per wakeup") go to the
+        // node as one batch, and the other sources get their turn.
         let limit = max(1, config.general.eventIterationLimit)
-        let events: [FlowEvent]
         do {
-            events = try listener.next(timeoutMilliseconds: 0, limit: limit)
+            try listener.drain()
         } catch {
             log.error("reading events: \(error)")
-            return
         }
+        let events = listener.take(limit: limit)
         if events.isEmpty { return }
         if events.contains(.overrun) { growBuffer(listener) }
         node.kernelEvents(events, now: monotonicMilliseconds(), environment: environment)
+        listener.releaseTaken()
     }
 
     /// Events were lost: the socket's buffer doubles, up to `NetlinkBufferSizeMaxGrowth` (the

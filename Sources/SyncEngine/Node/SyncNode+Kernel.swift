@@ -7,7 +7,7 @@ extension SyncNode {
     /// Applies a batch of kernel events (in order) and queues what changed for the peer. An
     /// `.overrun` (events were lost) owes a resync from a dump: it runs once the stream has been
     /// quiet for `resyncQuietMilliseconds`, or at the latest after `NetlinkOverrunResync`.
-    public mutating func kernelEvents(_ events: [FlowEvent], now: Int64, environment env: some SyncNodeEnvironment) {
+    public mutating func kernelEvents(_ events: some Collection<FlowEvent>, now: Int64, environment env: some SyncNodeEnvironment) {
         guard !events.isEmpty else { return }
         lastEventAt = now
         let seconds = now / 1000
