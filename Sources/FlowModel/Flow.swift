@@ -154,6 +154,13 @@ public struct FlowKey: Hashable, Sendable {
     public var icmp: ICMPInfo?
     public var zone: UInt16
 
+    public init(proto: L4Protocol, original: Tuple, icmp: ICMPInfo?, zone: UInt16) {
+        self.proto = proto
+        self.original = original
+        self.icmp = icmp
+        self.zone = zone
+    }
+
     /// Random per process, so a peer or a traffic source cannot choose tuples that collide
     /// (hash flooding of the caches).
     private static let seeds: (UInt64, UInt64, UInt64, UInt64) = {
@@ -182,6 +189,14 @@ public struct FlowKey: Hashable, Sendable {
     }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(fastHash) }
+
+    /// What Set and Dictionary ask for: `fastHash` mixed with their per-table seed, without a
+    /// Hasher (its SipHash rounds cost more than the key's own hash; the FTFW engine's sets and
+    /// maps hash every key of every message several times).
+    public func _rawHashValue(seed: Int) -> Int {
+        let product = (fastHash ^ UInt64(bitPattern: Int64(seed))).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
+        return Int(truncatingIfNeeded: product.high ^ product.low)
+    }
 }
 
 /// One tracked connection, as a firewall pair must carry it: both tuples (NAT is what

@@ -74,30 +74,53 @@ public enum FlowJSON {
     /// block and kernel-owned fields (use, counters) are ignored; the reply tuple defaults
     /// to the inverse of the original.
     public static func decode(_ text: String) throws -> Flow {
-        guard let data = text.data(using: .utf8),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { throw DecodeError(field: "(line)", problem: "not a JSON object") }
-        return try decode(object)
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(text)
+        } catch {
+            throw DecodeError(field: "(line)", problem: "not a JSON object: \(error)")
+        }
+        return try decode(value)
     }
 
-    public static func decode(_ o: [String: Any]) throws -> Flow {
+    /// Decodes one line's bytes (`insert --file` reads a file as bytes, without a String per line).
+    public static func decode(bytes: UnsafeRawBufferPointer) throws -> Flow {
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(bytes)
+        } catch {
+            throw DecodeError(field: "(line)", problem: "not a JSON object: \(error)")
+        }
+        return try decode(value)
+    }
+
+    public static func decode(_ o: JSONValue) throws -> Flow {
+        guard case .object = o else { throw DecodeError(field: "(line)", problem: "not a JSON object") }
         func fail(_ field: String, _ problem: String) -> DecodeError { DecodeError(field: field, problem: problem) }
-        func int<T: FixedWidthInteger>(_ obj: [String: Any], _ key: String, _ path: String, as: T.Type) throws -> T? {
+        func int<T: FixedWidthInteger>(_ obj: JSONValue, _ key: String, _ path: String, as: T.Type) throws -> T? {
             guard let v = obj[key] else { return nil }
-            let bad = fail(path, "expected an integer in range for \(T.self), got \(v)")
-            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else { throw bad }
-            let exact = n.doubleValue >= 0 ? T(exactly: n.uint64Value) : T(exactly: n.int64Value)
-            guard let exact else { throw bad }
+            let exact: T?
+            switch v {
+            case .integer(let n): exact = T(exactly: n)
+            case .unsigned(let n): exact = T(exactly: n)
+            case .number(let d): exact = d.isFinite && d == d.rounded() ? T(exactly: d) : nil
+            default: exact = nil
+            }
+            guard let exact else { throw fail(path, "expected an integer in range for \(T.self), got \(v.compactText)") }
             return exact
         }
-        func address(_ obj: [String: Any], _ key: String, _ path: String) throws -> IPAddress {
-            guard let s = obj[key] as? String else { throw fail(path, "missing address") }
+        func address(_ obj: JSONValue, _ key: String, _ path: String) throws -> IPAddress {
+            guard let s = obj[key]?.string else { throw fail(path, "missing address") }
             guard let a = IPAddress(s) else { throw fail(path, "bad address '\(s)'") }
             return a
         }
-        func tuple(_ key: String, proto: L4Protocol) throws -> Tuple? {
+        func object(_ key: String) throws -> JSONValue? {
             guard let raw = o[key] else { return nil }
-            guard let t = raw as? [String: Any] else { throw fail(key, "expected an object") }
+            guard case .object = raw else { throw fail(key, "expected an object") }
+            return raw
+        }
+        func tuple(_ key: String, proto: L4Protocol) throws -> Tuple? {
+            guard let t = try object(key) else { return nil }
             var tuple = Tuple(
                 source: try address(t, "src", "\(key).src"), destination: try address(t, "dst", "\(key).dst"))
             guard tuple.source.family == tuple.destination.family else {
@@ -112,7 +135,7 @@ public enum FlowJSON {
 
         let proto: L4Protocol
         // conntrack names a protocol it does not know "unknown": its number says which.
-        if let name = o["proto"] as? String, name != "unknown" || o["protonum"] == nil {
+        if let name = o["proto"]?.string, name != "unknown" || o["protonum"] == nil {
             guard let p = L4Protocol(name: name) else { throw fail("proto", "unknown protocol '\(name)'") }
             proto = p
         } else if let n = try int(o, "protonum", "protonum", as: UInt8.self) {
@@ -126,12 +149,12 @@ public enum FlowJSON {
             throw fail("reply", "family differs from the original tuple")
         }
         var flow = Flow(proto: proto, original: original, reply: reply)
-        if let fam = o["family"] as? String {
+        if let fam = o["family"]?.string {
             guard let f = AddressFamily(name: fam), f == original.source.family else {
                 throw fail("family", "'\(fam)' does not match the addresses")
             }
         }
-        if let i = o["icmp"] as? [String: Any] {
+        if let i = o["icmp"], case .object = i {
             flow.icmp = ICMPInfo(
                 type: try int(i, "type", "icmp.type", as: UInt8.self) ?? 0,
                 code: try int(i, "code", "icmp.code", as: UInt8.self) ?? 0,
@@ -139,9 +162,10 @@ public enum FlowJSON {
         } else if proto.isICMP {
             throw fail("icmp", "missing for an ICMP flow")
         }
-        let stateName = o["state"] as? String
+        let stateName = o["state"]?.string
+        let empty = JSONValue.object([])
         if proto == .tcp {
-            let t = o["tcp"] as? [String: Any] ?? [:]
+            let t = o["tcp"] ?? empty
             var state = TCPState.none
             if let stateName {
                 guard let s = TCPState(name: stateName) else { throw fail("state", "unknown TCP state '\(stateName)'") }
@@ -154,7 +178,7 @@ public enum FlowJSON {
                 originalWindowScale: try int(t, "wscale_original", "tcp.wscale_original", as: UInt8.self) ?? 0,
                 replyWindowScale: try int(t, "wscale_reply", "tcp.wscale_reply", as: UInt8.self) ?? 0)
         } else if proto == .sctp {
-            let t = o["sctp"] as? [String: Any] ?? [:]
+            let t = o["sctp"] ?? empty
             var state = SCTPState(rawValue: 0)
             if let stateName {
                 guard let s = SCTPState(name: stateName) else { throw fail("state", "unknown SCTP state '\(stateName)'") }
@@ -165,7 +189,7 @@ public enum FlowJSON {
                 originalVerificationTag: try int(t, "vtag_original", "sctp.vtag_original", as: UInt32.self) ?? 0,
                 replyVerificationTag: try int(t, "vtag_reply", "sctp.vtag_reply", as: UInt32.self) ?? 0)
         } else if proto == .dccp {
-            let t = o["dccp"] as? [String: Any] ?? [:]
+            let t = o["dccp"] ?? empty
             var state = DCCPState(rawValue: 0)
             if let stateName {
                 guard let s = DCCPState(name: stateName) else { throw fail("state", "unknown DCCP state '\(stateName)'") }
@@ -178,9 +202,11 @@ public enum FlowJSON {
             throw fail("state", "\(proto.name) flows have no state")
         }
         if let s = o["status"] {
-            if let names = s as? [String] {
+            if case .array(let names) = s {
                 for name in names {
-                    guard let bit = FlowStatus(name: name) else { throw fail("status", "unknown status bit '\(name)'") }
+                    guard let text = name.string, let bit = FlowStatus(name: text) else {
+                        throw fail("status", "unknown status bit \(name.compactText)")
+                    }
                     flow.status.formUnion(bit)
                 }
             } else if let n = try int(o, "status", "status", as: UInt32.self) {
@@ -191,21 +217,26 @@ public enum FlowJSON {
         flow.mark = try int(o, "mark", "mark", as: UInt32.self) ?? 0
         flow.zone = try int(o, "zone", "zone", as: UInt16.self) ?? 0
         if let labels = o["labels"] {
-            guard let bits = labels as? [Any] else { throw fail("labels", "expected an array of bit numbers") }
+            guard case .array(let bits) = labels else { throw fail("labels", "expected an array of bit numbers") }
             for b in bits {
-                guard let n = (b as? NSNumber)?.intValue, (0...FlowLabels.maxBit).contains(n) else {
-                    throw fail("labels", "bit \(b) is outside 0...\(FlowLabels.maxBit)")
+                let n: Int?
+                switch b {
+                case .integer(let i): n = Int(exactly: i)
+                default: n = nil
+                }
+                guard let n, (0...FlowLabels.maxBit).contains(n) else {
+                    throw fail("labels", "bit \(b.compactText) is outside 0...\(FlowLabels.maxBit)")
                 }
                 flow.labels.insert(n)
             }
         }
         if let helper = o["helper"] {
-            guard let h = helper as? String, h.utf8.count < 16 else { throw fail("helper", "expected a name under 16 bytes") }
+            guard let h = helper.string, h.utf8.count < 16 else { throw fail("helper", "expected a name under 16 bytes") }
             flow.helper = h
         }
-        if let adj = o["seq_adjust"] as? [String: Any] {
+        if let adj = o["seq_adjust"], case .object = adj {
             func side(_ key: String) throws -> SequenceAdjustment {
-                let s = adj[key] as? [String: Any] ?? [:]
+                let s = adj[key] ?? empty
                 return SequenceAdjustment(
                     correctionPosition: try int(s, "correction_pos", "seq_adjust.\(key).correction_pos", as: UInt32.self) ?? 0,
                     offsetBefore: try int(s, "offset_before", "seq_adjust.\(key).offset_before", as: UInt32.self) ?? 0,
@@ -215,6 +246,22 @@ public enum FlowJSON {
         }
         flow.id = try int(o, "id", "id", as: UInt32.self)
         return flow
+    }
+}
+
+extension JSONValue {
+    /// The value in JSON's own compact form (for messages).
+    public var compactText: String {
+        switch self {
+        case .object(let members): return "{" + members.map { jsonQuoted($0.key) + ":" + $0.value.compactText }.joined(separator: ",") + "}"
+        case .array(let elements): return "[" + elements.map(\.compactText).joined(separator: ",") + "]"
+        case .string(let s): return jsonQuoted(s)
+        case .integer(let n): return "\(n)"
+        case .unsigned(let n): return "\(n)"
+        case .number(let d): return "\(d)"
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return "null"
+        }
     }
 }
 

@@ -229,3 +229,47 @@ func tcp(_ port: UInt16, state: TCPState = .established) -> Flow {
         #expect(table.count == model.count)
     }
 }
+
+/// The caches' stored form keeps every flow exactly (counters and use aside, which the caches
+/// never keep), and a stored flow is found by its key and by nothing else.
+@Suite struct StoredFlowTests {
+    @Test(arguments: [11, 12, 13] as [UInt64])
+    func roundTripsEveryFlow(seed: UInt64) {
+        var rng = SeededGenerator(seed: seed)
+        let storage = FlowStorage(capacity: 16)
+        for step in 0..<5000 {
+            var flow = FlowGenerator.flow(&rng)
+            if step % 7 == 0 { flow.id = nil }
+            if step % 5 == 0 { flow.timeout = nil }
+            let stored = StoredFlow(
+                flow: flow, since: Int64(step), lastUpdate: Int64(step) + 1, extra: storage.storeExtras(StoredFlow.extras(of: flow)))
+            var expected = flow
+            expected.use = nil
+            expected.counters = nil
+            #expect(stored.flow(extras: storage.extras(of: stored)) == expected)
+            #expect(stored.since == Int64(step) && stored.lastUpdate == Int64(step) + 1)
+            #expect(stored.key == flow.key && stored.matches(flow.key))
+            var other = flow.key
+            other.zone &+= 1
+            #expect(!stored.matches(other))
+            other = flow.key
+            other.original.sourcePort &+= 1
+            #expect(!stored.matches(other))
+            other = flow.key
+            other.original.destination = IPAddress(ipv6High: 1, low: other.original.destination.low)
+            #expect(!stored.matches(other))
+        }
+        #expect(MemoryLayout<StoredFlow>.stride <= 128)
+    }
+
+    /// A copy of a cache (a commit's snapshot) keeps its entries while the cache changes.
+    @Test func aSnapshotKeepsItsEntries() {
+        var cache = FlowCache(limit: 1000)
+        for port in 0..<100 { cache.store(udp(UInt16(port)), now: 1) }
+        let snapshot = cache.entries
+        for port in 0..<50 { cache.remove(udp(UInt16(port))) }
+        for port in 100..<150 { cache.store(udp(UInt16(port)), now: 2) }
+        #expect(snapshot.count == 100 && Set(snapshot.map(\.flow.original.sourcePort)) == Set((0..<100).map(UInt16.init)))
+        #expect(cache.count == 100 && cache[udp(120).key] != nil && cache[udp(10).key] == nil)
+    }
+}

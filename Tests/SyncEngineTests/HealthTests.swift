@@ -150,11 +150,24 @@ import Testing
         #expect(sim.run(busy: 10, on: [0]))
         for _ in 0..<200 { sim.step() }
         let before = sim.a.node.mode!.counters.sent
-        sim.churn(1, on: [0])
+        sim.updateOne(on: 0)
         sim.step()  // 10 ms: held
         #expect(sim.a.node.mode!.counters.sent == before)
         #expect(sim.a.node.nextDeadline ?? .max <= sim.now + 50)
         for _ in 0..<5 { sim.step() }  // 60 ms in all: out
         #expect(sim.a.node.mode!.counters.sent > before)
+    }
+
+    /// The delay merges updates; a new flow (or an ended one) is not kept back: it goes at the
+    /// next transmit, with whatever updates are held beside it.
+    @Test func newFlowsAreNotHeld() {
+        let sim = pair(delay: 50)
+        #expect(sim.run(busy: 10, on: [0]))
+        for _ in 0..<200 { sim.step() }
+        let before = sim.a.node.mode!.counters.sent
+        sim.updateOne(on: 0)
+        sim.createOne(on: 0)
+        sim.step()
+        #expect(sim.a.node.mode!.counters.sent >= before + 2)
     }
 }

@@ -183,6 +183,22 @@ final class Cluster {
     var b: SimFirewall { firewalls[1] }
 
     /// Random creates, updates and destroys in the kernels of the given firewalls.
+    /// Changes one live flow of `side` (a new version of it): an update, nothing else.
+    func updateOne(on side: Int) {
+        guard let id = live[side].keys.min() else { return }
+        let version = live[side][id]! + 1
+        live[side][id] = version
+        firewalls[side].update(simFlow(id, version: version, node: UInt32(side)), now: now)
+    }
+
+    /// Creates one flow on `side`.
+    func createOne(on side: Int) {
+        let id = nextID[side]
+        nextID[side] += 1
+        live[side][id] = 0
+        firewalls[side].create(simFlow(id, version: 0, node: UInt32(side)), now: now)
+    }
+
     func churn(_ n: Int, on sides: [Int]? = nil) {
         let sides = sides ?? Array(firewalls.indices)
         for _ in 0..<n {

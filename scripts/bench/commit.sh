@@ -27,14 +27,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-ip netns add "$a"; ip netns add "$b"; ip netns add "$plain"
-ip link add "${link}a" netns "$a" type veth peer name "${link}b" netns "$b"
-ip -n "$a" addr add 198.18.254.1/24 dev "${link}a"; ip -n "$b" addr add 198.18.254.2/24 dev "${link}b"
-ip -n "$a" link set "${link}a" up; ip -n "$b" link set "${link}b" up
-ip -n "$a" link set lo up; ip -n "$b" link set lo up
-
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
+bench_link_pair "$a" "$b" "$link"
+ip netns add "$plain"
 bench_flows "$flows" > "$work/flows.jsonl"
 bench_poll_script
 kcount() { ip netns exec "$1" "$bin/ctsync" kernel count; }
@@ -103,15 +99,8 @@ measure() {  # name binary -> best of $rounds commits of the same external cache
     config "${name}a" 198.18.254.1 198.18.254.2 "${link}a" > "$work/${name}a.conf"
     config "${name}b" 198.18.254.2 198.18.254.1 "${link}b" > "$work/${name}b.conf"
     ip netns exec "$a" "$bin/ctsync" kernel flush >/dev/null 2>&1; ip netns exec "$b" "$bin/ctsync" kernel flush >/dev/null 2>&1
-    ip netns exec "$a" "$binary" -C "$work/${name}a.conf" >/dev/null 2>&1 & local pa=$!; pids+=("$pa")
-    ip netns exec "$b" "$binary" -C "$work/${name}b.conf" >/dev/null 2>&1 & local pb=$!; pids+=("$pb")
-    for side in a b; do
-        local ns=${!side} deadline=$(( $(date +%s) + 20 ))
-        until ip netns exec "$ns" "$binary" -C "$work/${name}${side}.conf" -s >/dev/null 2>&1; do
-            [ "$(date +%s)" -lt "$deadline" ] || { echo "$name $side did not start" >&2; exit 1; }; sleep 0.05
-        done
-    done
-    sleep 2  # let the pair exchange its hellos
+    local pa pb
+    bench_start_pair "$name" "$binary"
     ip netns exec "$a" "$bin/ctsync" kernel insert --file "$work/flows.jsonl" -o json >/dev/null
     wait_external "$work/${name}b.ctl" "$flows" 120 >/dev/null || { echo "$name: b did not receive every flow" >&2; exit 1; }
     commit_rounds "$name" "$binary" "$pb" pair

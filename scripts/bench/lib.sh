@@ -119,3 +119,29 @@ burst_external() { python3 "$work/poll.py" "$@"; }          # socket target time
 runtime_stat() {  # netns binary config label
     ip netns exec "$1" "$2" -C "$3" -s runtime 2>/dev/null | awk -v k="$4" -F: 'index($1, k) {gsub(/[ \t]/, "", $2); print $2; exit}'
 }
+
+# bench_link_pair A B LINK: namespaces A and B joined by a veth pair (LINKa, LINKb) with
+# 198.18.254.1 and .2, loopback up in both.
+bench_link_pair() {
+    ip netns add "$1"; ip netns add "$2"
+    ip link add "${3}a" netns "$1" type veth peer name "${3}b" netns "$2"
+    ip -n "$1" addr add 198.18.254.1/24 dev "${3}a"; ip -n "$2" addr add 198.18.254.2/24 dev "${3}b"
+    ip -n "$1" link set "${3}a" up; ip -n "$2" link set "${3}b" up
+    ip -n "$1" link set lo up; ip -n "$2" link set lo up
+}
+
+# bench_start_pair NAME BINARY: starts BINARY in $a with $work/NAMEa.conf and in $b with
+# $work/NAMEb.conf, waits until both answer -s, then 2 s for their hellos. Sets pa and pb (and
+# adds them to pids, for the caller's cleanup).
+bench_start_pair() {
+    local name=$1 binary=$2 side ns deadline
+    ip netns exec "$a" "$binary" -C "$work/${name}a.conf" >/dev/null 2>&1 & pa=$!; pids+=("$pa")
+    ip netns exec "$b" "$binary" -C "$work/${name}b.conf" >/dev/null 2>&1 & pb=$!; pids+=("$pb")
+    for side in a b; do
+        ns=${!side}; deadline=$(( $(date +%s) + 20 ))
+        until ip netns exec "$ns" "$binary" -C "$work/${name}${side}.conf" -s >/dev/null 2>&1; do
+            [ "$(date +%s)" -lt "$deadline" ] || { echo "$name $side did not start" >&2; exit 1; }; sleep 0.05
+        done
+    done
+    sleep 2  # let the pair exchange its hellos before timing
+}

@@ -32,29 +32,18 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-ip netns add "$a"; ip netns add "$b"
-ip link add "${link}a" netns "$a" type veth peer name "${link}b" netns "$b"
-ip -n "$a" addr add 198.18.254.1/24 dev "${link}a"; ip -n "$b" addr add 198.18.254.2/24 dev "${link}b"
-ip -n "$a" link set "${link}a" up; ip -n "$b" link set "${link}b" up
-ip -n "$a" link set lo up; ip -n "$b" link set lo up
-
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
+bench_link_pair "$a" "$b" "$link"
+
 bench_poll_script
 measure() {  # name binary case
     local name=$1 binary=$2 case=$3
     config "${name}a" 198.18.254.1 198.18.254.2 "${link}a" > "$work/${name}a.conf"
     config "${name}b" 198.18.254.2 198.18.254.1 "${link}b" > "$work/${name}b.conf"
     ip netns exec "$a" "$bin/ctsync" kernel flush >/dev/null 2>&1; ip netns exec "$b" "$bin/ctsync" kernel flush >/dev/null 2>&1
-    ip netns exec "$a" "$binary" -C "$work/${name}a.conf" >/dev/null 2>&1 & local pa=$!; pids+=("$pa")
-    ip netns exec "$b" "$binary" -C "$work/${name}b.conf" >/dev/null 2>&1 & local pb=$!; pids+=("$pb")
-    for side in a b; do
-        local ns=${!side} deadline=$(( $(date +%s) + 20 ))
-        until ip netns exec "$ns" "$binary" -C "$work/${name}${side}.conf" -s >/dev/null 2>&1; do
-            [ "$(date +%s)" -lt "$deadline" ] || { echo "$name $side did not start" >&2; exit 1; }; sleep 0.05
-        done
-    done
-    sleep 2  # let the pair exchange its hellos before timing
+    local pa pb
+    bench_start_pair "$name" "$binary"
     local rssa0 rssb0 cpua0 cpub0 tx0 tx1 cpua1 cpub1 rssa1 rssb1 count
     rssa0=$(rss "$pa"); rssb0=$(rss "$pb"); cpua0=$(cpu "$pa"); cpub0=$(cpu "$pb")
     tx0=$(ip netns exec "$a" cat "/sys/class/net/${link}a/statistics/tx_bytes")

@@ -161,15 +161,24 @@ struct BatchOptions: ParsableArguments {
             data = d
         }
         var flows: [Flow] = []
-        var lineNumber = 0
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
-            lineNumber += 1
-            let text = line.trimmingCharacters(in: .whitespaces)
-            if text.isEmpty || text.hasPrefix("#") { continue }
-            do {
-                flows.append(try FlowJSON.decode(String(text)))
-            } catch let error as FlowJSON.DecodeError {
-                throw CLIError.usage("\(file):\(lineNumber): \(error)")
+        flows.reserveCapacity(data.count / 160)
+        try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+            var lineNumber = 0
+            var start = 0
+            while start < bytes.count {
+                let end = bytes[start...].firstIndex(of: 10) ?? bytes.count
+                lineNumber += 1
+                // Blank lines and # comments are skipped.
+                var first = start
+                while first < end, bytes[first] == 0x20 || bytes[first] == 0x09 || bytes[first] == 0x0d { first += 1 }
+                if first < end && bytes[first] != UInt8(ascii: "#") {
+                    do {
+                        flows.append(try FlowJSON.decode(bytes: UnsafeRawBufferPointer(rebasing: bytes[first..<end])))
+                    } catch let error as FlowJSON.DecodeError {
+                        throw CLIError.usage("\(file):\(lineNumber): \(error)")
+                    }
+                }
+                start = end + 1
             }
         }
         return flows

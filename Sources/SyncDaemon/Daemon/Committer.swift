@@ -45,7 +45,7 @@ final class Committer: @unchecked Sendable {
 
     /// Starts committing a snapshot of the external cache (a copy-on-write reference: the
     /// daemon's next change to the cache copies it, the commit thread reads this one).
-    func start(_ entries: ContiguousArray<CacheEntry>, now: Int64, commitTimeout: Int?, windowTracking: Bool, batchSize: Int) {
+    func start(_ entries: CacheEntries, now: Int64, commitTimeout: Int?, windowTracking: Bool, batchSize: Int) {
         let limits = KernelTimeouts.read()
         precondition(!running)
         running = true

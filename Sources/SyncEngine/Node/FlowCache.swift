@@ -56,10 +56,11 @@ public struct FlowCache: Sendable {
     }
 
     public var count: Int { table.count }
-    /// Every entry, in storage order.
-    public var entries: ContiguousArray<CacheEntry> { table.storage }
+    /// Every entry, in storage order (holding it keeps this moment's entries: the cache copies
+    /// its storage before it next changes).
+    public var entries: CacheEntries { table.storage }
     public var flows: some Collection<Flow> { table.storage.lazy.map(\.flow) }
-    public var keys: [FlowKey] { table.storage.map(\.flow.key) }
+    public var keys: [FlowKey] { table.keys }
 
     /// A streamed walk over the entries (a dump written as the client reads it): an entry
     /// present from `openCursor` until the walk ends is handed out exactly once, whatever is
@@ -76,20 +77,19 @@ public struct FlowCache: Sendable {
     /// Stores a complete flow (a NEW event or a dump entry): replaces any entry with the same key.
     @discardableResult
     public mutating func store(_ flow: Flow, now: Int64) -> CacheChange {
-        let key = flow.key
-        if let old = table[key] {
-            _ = table.replace(CacheEntry(flow: Self.stripped(flow), since: old.since, lastUpdate: now))
+        // Counters and use are not stored (StoredFlow has no room for them): no need to strip.
+        switch table.upsert(flow, now: now, limit: limit) {
+        case .replaced:
             counters.updated += 1
-            return .updated(key)
-        }
-        guard table.count < limit else {
+            return .updated(flow.key)
+        case .inserted:
+            counters.created += 1
+            return .created(flow.key)
+        case .full:
             counters.createFailed += 1
             counters.noSpace += 1
-            return .rejected(key)
+            return .rejected(flow.key)
         }
-        table.insert(CacheEntry(flow: Self.stripped(flow), since: now, lastUpdate: now))
-        counters.created += 1
-        return .created(key)
     }
 
     /// Applies an UPDATE: merges what it carries into the cached flow, or stores it if unknown
@@ -112,6 +112,10 @@ public struct FlowCache: Sendable {
             counters.destroyFailed += 1
             return .none
         }
+        return removed(old, flow)
+    }
+
+    private mutating func removed(_ old: CacheEntry, _ flow: Flow) -> CacheChange {
         counters.destroyed += 1
         if let c = flow.counters {
             trafficPackets &+= c.originalPackets &+ c.replyPackets
@@ -134,14 +138,16 @@ public struct FlowCache: Sendable {
             }
             return accepts(flow) ? store(flow, now: now) : .none
         case .destroy(let flow):
-            return table[flow.key] == nil ? .none : remove(flow)
+            guard let old = table.remove(flow.key) else { return .none }
+            return removed(old, flow)
         case .overrun:
             return .none
         }
     }
 
     private mutating func removeIfPresent(_ flow: Flow) -> CacheChange {
-        table[flow.key] == nil ? .none : remove(flow)
+        guard let old = table.remove(flow.key) else { return .none }
+        return removed(old, flow)
     }
 
     /// The difference a resync made.
@@ -174,7 +180,7 @@ public struct FlowCache: Sendable {
         // The keys first, in a plain loop: a lazy view over the storage would keep it shared,
         // and the first removal would copy the whole cache.
         var gone: [FlowKey] = []
-        for entry in table.storage where !seen.contains(entry.flow.key) { gone.append(entry.flow.key) }
+        for key in table.keys where !seen.contains(key) { gone.append(key) }
         for key in gone {
             if let entry = table.remove(key) {
                 counters.destroyed += 1

@@ -1,19 +1,21 @@
 import FlowModel
 
-/// The cache's storage: entries in one dense array, found through an open-addressing index
-/// of 32-bit positions (linear probing, tombstones, power-of-two size, load ≤ 1/2).
+/// The cache's storage: entries in one dense buffer of `StoredFlow` (128 bytes each, the rare
+/// attributes apart), found through an open-addressing index of 32-bit positions (linear
+/// probing, tombstones, power-of-two size, load ≤ 1/2).
 ///
 /// Why not `Dictionary<FlowKey, CacheEntry>`: a dictionary stores each key next to its value
 /// and spreads them over a table twice the size of its contents, so every page of it is
 /// touched; measured at about 1 KiB of RSS per cached flow. Here the key is read from the
-/// entry itself, the index costs 16-32 bytes per flow (a live load of 1/4 to 1/2), and the dense array touches only the
-/// pages it fills: about a third of the memory.
+/// entry itself, the index costs 16-32 bytes per flow (a live load of 1/4 to 1/2), and the
+/// dense buffer touches only the pages it fills. A store finds its key or its free slot in one
+/// probe sequence.
 struct FlowTable {
-    private(set) var storage: ContiguousArray<CacheEntry> = []
+    private var buffer: FlowStorage
     private var slots: [Int32]
     private var mask: Int
     private var tombstones = 0
-    /// Open cursors (streamed dumps) and their positions in `storage`: what lies before a
+    /// Open cursors (streamed dumps) and their positions in the storage: what lies before a
     /// cursor was handed out, what lies at or after it was not. A removal keeps that true
     /// (`remove`), so an entry present for a whole dump is handed out exactly once.
     private var cursors: [Int: Int] = [:]
@@ -27,20 +29,35 @@ struct FlowTable {
         while size < capacity * 2 { size <<= 1 }
         slots = [Int32](repeating: Self.empty, count: size)
         mask = size - 1
-        storage.reserveCapacity(capacity)
+        buffer = FlowStorage(capacity: capacity)
     }
 
-    var count: Int { storage.count }
+    var count: Int { buffer.count }
     /// Slots of the index (for tests: it must follow the live count, not the history).
     var indexCapacity: Int { slots.count }
+    /// The entries as they are now (decoded as read).
+    var storage: CacheEntries { CacheEntries(buffer) }
 
-    /// The slot holding `key`, or nil.
-    private func slot(of key: FlowKey) -> Int? {
+    /// The storage, made this table's own before a change.
+    private mutating func unique() -> FlowStorage {
+        if !isKnownUniquelyReferenced(&buffer) { buffer = buffer.copy() }
+        return buffer
+    }
+
+    /// Where `key` is: its slot and position, or (found: false) the slot a new entry would take.
+    @inline(__always)
+    private func find(_ key: FlowKey) -> (slot: Int, position: Int32, found: Bool) {
         var i = Int(truncatingIfNeeded: key.fastHash) & mask
+        var firstFree = -1
+        let base = buffer.base
         while true {
             let s = slots[i]
-            if s == Self.empty { return nil }
-            if s >= 0 && storage[Int(s)].flow.key == key { return i }
+            if s == Self.empty { return (firstFree >= 0 ? firstFree : i, -1, false) }
+            if s >= 0 {
+                if base[Int(s)].matches(key) { return (i, s, true) }
+            } else if firstFree < 0 {
+                firstFree = i
+            }
             i = (i + 1) & mask
         }
     }
@@ -53,25 +70,67 @@ struct FlowTable {
     }
 
     subscript(key: FlowKey) -> CacheEntry? {
-        guard let s = slot(of: key) else { return nil }
-        return storage[Int(slots[s])]
+        let (_, position, found) = find(key)
+        return found ? buffer.entry(at: Int(position)) : nil
+    }
+
+    func contains(_ key: FlowKey) -> Bool { find(key).found }
+
+    /// When the entry with `key` was stored first, if it is there.
+    func since(_ key: FlowKey) -> Int64? {
+        let (_, position, found) = find(key)
+        return found ? buffer[Int(position)].since : nil
     }
 
     /// Replaces the entry with the same key; false if there is none.
     mutating func replace(_ entry: CacheEntry) -> Bool {
-        guard let s = slot(of: entry.flow.key) else { return false }
-        storage[Int(slots[s])] = entry
+        let (_, position, found) = find(entry.flow.key)
+        guard found else { return false }
+        write(entry.flow, since: entry.since, lastUpdate: entry.lastUpdate, at: Int(position))
         return true
+    }
+
+    private mutating func write(_ flow: Flow, since: Int64, lastUpdate: Int64, at position: Int) {
+        let storage = unique()
+        storage.releaseExtras(storage[position].extra)
+        let extra = storage.storeExtras(StoredFlow.extras(of: flow))
+        storage[position] = StoredFlow(flow: flow, since: since, lastUpdate: lastUpdate, extra: extra)
     }
 
     /// Adds an entry whose key is not present.
     mutating func insert(_ entry: CacheEntry) {
-        if (storage.count + tombstones + 1) * 2 > slots.count { rehash(minimumCount: storage.count + 1) }
-        var i = Int(truncatingIfNeeded: entry.flow.key.fastHash) & mask
-        while slots[i] >= 0 { i = (i + 1) & mask }
-        if slots[i] == Self.deleted { tombstones -= 1 }
-        slots[i] = Int32(storage.count)
-        storage.append(entry)
+        _ = upsert(entry.flow, now: entry.lastUpdate, since: entry.since, limit: .max)
+    }
+
+    /// What `upsert` did.
+    enum Upsert {
+        /// Replaced; the entry had been stored first at `since`.
+        case replaced(since: Int64)
+        case inserted
+        /// Not there, and the table holds `limit` entries already.
+        case full
+    }
+
+    /// Stores `flow` in one probe sequence: replaces the entry with its key (keeping when it was
+    /// first stored), or adds it (first stored at `since`) unless the table holds `limit`.
+    mutating func upsert(_ flow: Flow, now: Int64, since: Int64? = nil, limit: Int) -> Upsert {
+        let key = flow.key
+        var (slot, position, found) = find(key)
+        if found {
+            let first = buffer[Int(position)].since
+            write(flow, since: first, lastUpdate: now, at: Int(position))
+            return .replaced(since: first)
+        }
+        guard buffer.count < limit else { return .full }
+        if (buffer.count + tombstones + 1) * 2 > slots.count {
+            rehash(minimumCount: buffer.count + 1)
+            slot = find(key).slot
+        }
+        if slots[slot] == Self.deleted { tombstones -= 1 }
+        let storage = unique()
+        slots[slot] = Int32(storage.count)
+        storage.append(StoredFlow(flow: flow, since: since ?? now, lastUpdate: now, extra: storage.storeExtras(StoredFlow.extras(of: flow))))
+        return .inserted
     }
 
     /// Removes and returns the entry with `key`. The last entry moves into the hole; with
@@ -79,9 +138,12 @@ struct FlowTable {
     /// before that cursor, already handed out by it, fills the hole, and the cursor steps
     /// back onto the new hole), so that no entry a cursor has not reached moves behind it.
     mutating func remove(_ key: FlowKey) -> CacheEntry? {
-        guard let s = slot(of: key) else { return nil }
-        var hole = Int(slots[s])
-        let removed = storage[hole]
+        let (s, position, found) = find(key)
+        guard found else { return nil }
+        let storage = unique()
+        var hole = Int(position)
+        let removed = storage.entry(at: hole)
+        storage.releaseExtras(storage[hole].extra)
         slots[s] = Self.deleted
         tombstones += 1
         if !cursors.isEmpty {
@@ -99,9 +161,9 @@ struct FlowTable {
 
     /// Moves the entry at `from` to `to` (whose entry is gone), index included.
     private mutating func move(from: Int, to: Int) {
-        let moved = storage[from]
-        slots[slot(ofIndex: Int32(from), key: moved.flow.key)] = Int32(to)
-        storage[to] = moved
+        let moved = buffer[from]
+        slots[slot(ofIndex: Int32(from), key: moved.key)] = Int32(to)
+        buffer[to] = moved
     }
 
     /// Opens a cursor at the first entry.
@@ -117,17 +179,25 @@ struct FlowTable {
     /// false once the cursor has reached the end (or is not open).
     mutating func advance(_ id: Int, limit: Int, _ body: (CacheEntry) -> Void) -> Bool {
         guard let position = cursors[id] else { return false }
-        let end = min(storage.count, position + max(1, limit))
-        for index in position..<end { body(storage[index]) }
+        let end = min(buffer.count, position + max(1, limit))
+        for index in position..<end { body(buffer.entry(at: index)) }
         cursors[id] = end
-        return end < storage.count
+        return end < buffer.count
     }
 
     var openCursors: Int { cursors.count }
 
+    /// Every key, in storage order.
+    var keys: [FlowKey] {
+        var out: [FlowKey] = []
+        out.reserveCapacity(buffer.count)
+        for index in 0..<buffer.count { out.append(buffer[index].key) }
+        return out
+    }
+
     mutating func removeAll() {
         for id in cursors.keys { cursors[id] = 0 }
-        storage.removeAll(keepingCapacity: false)
+        if isKnownUniquelyReferenced(&buffer) { buffer.removeAll() } else { buffer = FlowStorage(capacity: 16) }
         slots = [Int32](repeating: Self.empty, count: 16)
         mask = 15
         tombstones = 0
@@ -145,8 +215,9 @@ struct FlowTable {
         slots = [Int32](repeating: Self.empty, count: size)
         mask = size - 1
         tombstones = 0
-        for (index, entry) in storage.enumerated() {
-            var i = Int(truncatingIfNeeded: entry.flow.key.fastHash) & mask
+        let base = buffer.base
+        for index in 0..<buffer.count {
+            var i = Int(truncatingIfNeeded: base[index].key.fastHash) & mask
             while slots[i] >= 0 { i = (i + 1) & mask }
             slots[i] = Int32(index)
         }

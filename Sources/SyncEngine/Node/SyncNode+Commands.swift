@@ -29,7 +29,7 @@ extension SyncNode {
 
     /// The external cache's entries as they are now: what a commit writes into the kernel (a
     /// snapshot: flushes and updates during the commit do not disturb it).
-    public var commitSnapshot: ContiguousArray<CacheEntry> { externalCache.entries }
+    public var commitSnapshot: CacheEntries { externalCache.entries }
 }
 
 extension SyncNode {

@@ -25,8 +25,9 @@ extension SyncNode {
                 heldSince = nil
             } else {
                 let since = heldSince ?? now
-                // About a datagram's worth of messages goes at once: waiting would not merge more.
-                if queued < sync.payloadLimit / Self.typicalMessageBytes && now - since < sync.updateDelayMilliseconds {
+                // About a datagram's worth of messages goes at once: waiting would not merge more;
+                // and a new or ended flow goes at once (with what is queued beside it).
+                if !urgentQueued && queued < sync.payloadLimit / Self.typicalMessageBytes && now - since < sync.updateDelayMilliseconds {
                     heldSince = since
                     return
                 }
@@ -34,6 +35,7 @@ extension SyncNode {
             }
         }
         let cache = internalCache
+        urgentQueued = false
         let messages = mode!.transmit(now: now) { cache[$0]?.flow }
         guard !messages.isEmpty else { return }
         datagram.removeAll(keepingCapacity: true)

@@ -156,9 +156,12 @@ public struct SyncNode: Sendable {
     static let refusalLogMilliseconds: Int64 = 10_000
     var nextLinkCheck: Int64 = 0
     var noLinkLogged = false
-    /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
     /// Since when the mode's queue has held messages the coalescing delay keeps back.
     var heldSince: Int64?
+    /// A flow was created or destroyed since the last transmit: nothing is held back then
+    /// (the delay merges a flow's updates; a new or ended flow is news the peer needs now).
+    var urgentQueued = false
+    /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
     var injectQueue: [(FlowMessageKind, Flow)] = []
     var datagram: [UInt8] = []
     var encoded: [UInt8] = []
@@ -249,9 +252,13 @@ public struct SyncNode: Sendable {
     mutating func announce(_ change: CacheChange) {
         guard mode != nil else { return }
         switch change {
-        case .created(let key): mode!.flowChanged(key, created: true)
+        case .created(let key):
+            mode!.flowChanged(key, created: true)
+            urgentQueued = true
         case .updated(let key): mode!.flowChanged(key, created: false)
-        case .destroyed(let flow): mode!.flowDestroyed(flow)
+        case .destroyed(let flow):
+            mode!.flowDestroyed(flow)
+            urgentQueued = true
         case .rejected, .none: break
         }
     }
