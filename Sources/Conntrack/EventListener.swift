@@ -20,9 +20,9 @@ public final class EventListener {
     private var lengths: [Int32]
     private static let slotSize = 8192
     private static let slotCount = Int(CTSYNC_RECEIVE_BATCH_MAX)
-    /// Parsed events not yet taken, from `head` on.
-    private var pending: [FlowEvent] = []
-    private var head = 0
+    /// Parsed events not yet taken: `EventQueue` chunks, reused (no copy when it grows, no
+    /// page fault for memory it had already).
+    private var pending = EventQueue()
     /// The most events held in the queue; draining stops there (the socket then fills).
     public var maximumPending = 1 << 18
     /// Events lost so far (count of overrun reports).
@@ -83,7 +83,7 @@ public final class EventListener {
     public private(set) var ignoredEvents = 0
 
     /// Events received and not yet taken.
-    public var pendingCount: Int { pending.count - head }
+    public var pendingCount: Int { pending.count }
 
     /// Moves what the socket holds into the queue, without waiting; returns the number of
     /// events added. Stops when the socket is empty or the queue is full.
@@ -123,25 +123,17 @@ public final class EventListener {
         return pendingCount - before
     }
 
-    /// Takes up to `limit` queued events, oldest first.
-    public func take(limit: Int) -> ArraySlice<FlowEvent> {
-        let end = min(pending.count, head + max(1, limit))
-        let batch = pending[head..<end]
-        head = end
-        return batch
-    }
+    /// Takes up to `limit` queued events, oldest first (fewer at the end of a chunk: the rest
+    /// comes with the next call).
+    public func take(limit: Int) -> ArraySlice<FlowEvent> { pending.take(limit: limit) }
 
     /// Forgets the taken events (call once their batch is no longer used: it keeps the queue's
-    /// storage from being copied). An emptied queue gives back the memory of a large burst.
-    public func releaseTaken() {
-        if head == pending.count {
-            pending.removeAll(keepingCapacity: pending.capacity <= 4096)
-            head = 0
-        } else if head >= 65536 && head * 2 >= pending.count {
-            pending.removeFirst(head)
-            head = 0
-        }
-    }
+    /// storage from being copied).
+    public func releaseTaken() { pending.releaseTaken() }
+
+    /// Gives back the memory of a large burst once it is over (call now and then, e.g. once a
+    /// second): the queue keeps one chunk.
+    public func releaseSpareCapacity() { pending.releaseSpare() }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) for events and returns a batch of at
     /// most `limit`; empty on timeout.
@@ -150,8 +142,13 @@ public final class EventListener {
             guard socket.waitReadable(milliseconds: timeoutMilliseconds) else { return [] }
         }
         try drain()
-        let batch = Array(take(limit: limit))
-        releaseTaken()
+        var batch: [FlowEvent] = []
+        while batch.count < limit {
+            let part = take(limit: limit - batch.count)
+            if part.isEmpty { break }
+            batch += part
+            releaseTaken()
+        }
         return batch
     }
 
@@ -191,5 +188,58 @@ public final class EventListener {
 
     static func event(from message: NetlinkMessage) -> FlowEvent? {
         event(type: message.type, flags: message.flags, message: message.bytes)
+    }
+}
+
+/// A FIFO of events in chunks of `chunkSize`: appending never copies what is queued, a
+/// consumed chunk goes to a pool for reuse, and a batch handed out is a slice of one chunk.
+struct EventQueue {
+    static let chunkSize = 4096
+    private var chunks: [[FlowEvent]] = []
+    /// Position of the first event not taken, in the first chunk.
+    private var head = 0
+    /// Position just past the last event taken (what `releaseTaken` may drop).
+    private var takenEnd = 0
+    private var spare: [[FlowEvent]] = []
+    private(set) var count = 0
+
+    mutating func append(_ event: FlowEvent) {
+        if chunks.isEmpty || chunks[chunks.count - 1].count == Self.chunkSize {
+            var chunk = spare.popLast() ?? []
+            chunk.reserveCapacity(Self.chunkSize)
+            chunks.append(chunk)
+        }
+        chunks[chunks.count - 1].append(event)
+        count += 1
+    }
+
+    mutating func take(limit: Int) -> ArraySlice<FlowEvent> {
+        releaseTaken()  // a used-up first chunk the caller did not release
+        guard let first = chunks.first else { return [] }
+        let end = min(first.count, head + max(1, limit))
+        let batch = first[head..<end]
+        count -= end - head
+        head = end
+        takenEnd = end
+        return batch
+    }
+
+    mutating func releaseTaken() {
+        guard !chunks.isEmpty, takenEnd == chunks[0].count, head == takenEnd else { return }
+        // The first chunk is used up: reuse it, unless it is the one being filled.
+        if chunks.count > 1 || chunks[0].count == Self.chunkSize {
+            var done = chunks.removeFirst()
+            done.removeAll(keepingCapacity: true)
+            spare.append(done)
+        } else {
+            chunks[0].removeAll(keepingCapacity: true)
+        }
+        head = 0
+        takenEnd = 0
+    }
+
+    mutating func releaseSpare() {
+        if spare.count > 1 { spare.removeLast(spare.count - 1) }
+        if count == 0 && chunks.count == 1 && chunks[0].isEmpty && !spare.isEmpty { spare.removeAll() }
     }
 }

@@ -269,3 +269,40 @@ import Testing
         #expect(read > 0)
     }
 }
+
+/// The listener's queue: first in, first out across chunks, whatever the batch sizes.
+@Suite struct EventQueueTests {
+    @Test(arguments: [1, 7, 100, 4096, 10000])
+    func deliversEverythingInOrder(limit: Int) {
+        var queue = EventQueue()
+        var next = 0
+        var expected = 0
+        var random = SeededGenerator(seed: UInt64(limit))
+        for _ in 0..<40 {
+            for _ in 0..<Int.random(in: 0...5000, using: &random) {
+                var flow = Samples.tcp()
+                flow.id = UInt32(next)
+                queue.append(.new(flow))
+                next += 1
+            }
+            for _ in 0..<Int.random(in: 0...8, using: &random) {
+                let batch = queue.take(limit: limit)
+                #expect(batch.count <= limit)
+                for event in batch {
+                    #expect(event.flow?.id == UInt32(expected))
+                    expected += 1
+                }
+                queue.releaseTaken()
+            }
+            #expect(queue.count == next - expected)
+        }
+        while queue.count > 0 {
+            for event in queue.take(limit: limit) {
+                #expect(event.flow?.id == UInt32(expected))
+                expected += 1
+            }
+        }
+        #expect(expected == next)
+        queue.releaseSpare()
+    }
+}

@@ -41,6 +41,8 @@ public final class Daemon {
     var nextWatchdog: Int64?
     /// When `HeapTrim.trim` runs next.
     var nextHeapTrim: Int64 = 0
+    /// When the event queue's spare memory is given back next (it is kept through a burst).
+    var nextSpareRelease: Int64 = 0
     var bufferSize: Int
     let foreground: Bool
     var signals: SignalPipe?
@@ -355,6 +357,10 @@ public final class Daemon {
         if let due = nextWatchdog, now >= due {
             notifier.notify("WATCHDOG=1")
             nextWatchdog = now + (notifier.watchdogIntervalMilliseconds ?? 1000)
+        }
+        if now >= nextSpareRelease {
+            listener?.releaseSpareCapacity()
+            nextSpareRelease = now + 1000
         }
         if now >= nextHeapTrim {
             HeapTrim.trim()

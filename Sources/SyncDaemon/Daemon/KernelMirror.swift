@@ -13,15 +13,19 @@ extension Daemon {
         // the node works. Then EventIterationLimit events (conntrackd's "per wakeup") go to the
         // node as one batch, and the other sources get their turn.
         let limit = max(1, config.general.eventIterationLimit)
+        let overruns = listener.overruns
         do {
             try listener.drain()
         } catch {
             log.error("reading events: \(error)")
         }
-        let events = listener.take(limit: limit)
-        if events.isEmpty { return }
-        if events.contains(.overrun) { growBuffer(listener) }
-        node.kernelEvents(events, now: monotonicMilliseconds(), environment: environment)
+        if listener.overruns > overruns { growBuffer(listener) }
+        do {
+            // The batch is a slice of the listener's queue: gone before the queue is touched again.
+            let events = listener.take(limit: limit)
+            if events.isEmpty { return }
+            node.kernelEvents(events, now: monotonicMilliseconds(), environment: environment)
+        }
         listener.releaseTaken()
     }
 

@@ -145,7 +145,9 @@ public struct FlowCache: Sendable {
         }
     }
 
-    private mutating func removeIfPresent(_ flow: Flow) -> CacheChange {
+    /// Removes the flow if the cache holds it (a flow the filter no longer accepts); an
+    /// absent one is not a failure.
+    public mutating func removeIfPresent(_ flow: Flow) -> CacheChange {
         guard let old = table.remove(flow.key) else { return .none }
         return removed(old, flow)
     }

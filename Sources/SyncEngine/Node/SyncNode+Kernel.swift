@@ -12,18 +12,36 @@ extension SyncNode {
         lastEventAt = now
         let seconds = now / 1000
         let accepts = settings.accepts
+        // One switch per event, the flow bound once and the filter asked once: at the kernel's
+        // batched rate every copy of a flow and every call counts.
         for event in events {
-            if event == .overrun {
+            switch event {
+            case .overrun:
                 overrun(now: now, environment: env)
-                continue
+            case .new(let flow):
+                mirror.eventsReceived += 1
+                if !silent.isEmpty { silent.remove(flow.key) }
+                if accepts(flow) {
+                    announce(internalCache.store(flow, now: seconds))
+                } else {
+                    mirror.eventsFiltered += 1
+                    announce(internalCache.removeIfPresent(flow))
+                }
+            case .destroy(let flow):
+                mirror.eventsReceived += 1
+                if !silent.isEmpty { silent.remove(flow.key) }
+                let accepted = accepts(flow)
+                if settings.logsEndedFlows && accepted { env.flowEnded(flow) }
+                if !accepted { mirror.eventsFiltered += 1 }
+                announce(internalCache.removeIfPresent(flow))
+            case .update(let flow, _):
+                mirror.eventsReceived += 1
+                if !silent.isEmpty { silent.remove(flow.key) }
+                let change = internalCache.apply(event, now: seconds, accepts: accepts)
+                announce(change)
+                if case .rejected = change { continue }
+                if !accepts(flow) { mirror.eventsFiltered += 1 }
             }
-            mirror.eventsReceived += 1
-            if settings.logsEndedFlows, case .destroy(let flow) = event, accepts(flow) { env.flowEnded(flow) }
-            if !silent.isEmpty, let flow = event.flow { silent.remove(flow.key) }
-            let change = internalCache.apply(event, now: seconds, accepts: accepts)
-            announce(change)
-            if case .rejected = change { continue }
-            if let flow = event.flow, !accepts(flow) { mirror.eventsFiltered += 1 }
         }
     }
 
