@@ -230,9 +230,6 @@ public struct FTFWMode: SyncMode {
                     continue  // gone and already announced
                 }
                 let sequence = take()
-                // A newer message for the flow supersedes the one waiting in the resend queue:
-                // that entry becomes a hole (`release` skips it).
-                if resendFlows[key] != nil { counters.retransmitted += 1 }
                 out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
                 remember(sequence, .flow(key))
             case .control(let control):
@@ -287,7 +284,9 @@ public struct FTFWMode: SyncMode {
             dropOldest()
         }
         resendQueue.append((sequence, item))
-        if case .flow(let key) = item { resendFlows[key] = sequence }
+        // A newer message for the flow supersedes the one waiting in the resend queue: that
+        // entry becomes a hole (`release` skips it).
+        if case .flow(let key) = item, resendFlows.updateValue(sequence, forKey: key) != nil { counters.retransmitted += 1 }
     }
 
     private mutating func dropOldest() {
@@ -303,9 +302,9 @@ public struct FTFWMode: SyncMode {
     private mutating func release(_ entry: (sequence: UInt32, item: Item)) -> Bool {
         switch entry.item {
         case .flow(let key):
-            guard resendFlows[key] == entry.sequence else { return false }
-            resendFlows.removeValue(forKey: key)
-            if !txFlows.contains(key) { tombstones.removeValue(forKey: key) }
+            guard let index = resendFlows.index(forKey: key), resendFlows.values[index] == entry.sequence else { return false }
+            resendFlows.remove(at: index)
+            if !tombstones.isEmpty && !txFlows.contains(key) { tombstones.removeValue(forKey: key) }
             return true
         case .control:
             return true
