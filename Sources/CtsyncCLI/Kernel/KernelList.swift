@@ -15,11 +15,16 @@ struct KernelList: ParsableCommand {
         let criteria = filter.filter
         let sink = OutputSink()
         let format = output.format
+        let text = format.textFormat
         var shown = 0
         try table.dump(family: criteria.family) { flow in
             guard criteria.matches(flow) else { return }
             shown += 1
-            sink.line(format.style == .json ? FlowJSON.encode(flow) : format.textFormat.line(flow))
+            if format.style == .json {
+                sink.line(FlowJSON.encode(flow))
+            } else {
+                sink.line { text.write(flow, into: &$0) }
+            }
         }
         sink.flush()
         summary("\(shown) flow entries have been shown.")

@@ -60,6 +60,13 @@ final class OutputSink {
         if buffer.count >= limit { flush() }
     }
 
+    /// A line written by `body` straight into the buffer (no String in between).
+    func line(_ body: (inout [UInt8]) -> Void) {
+        body(&buffer)
+        buffer.append(10)
+        if buffer.count >= limit { flush() }
+    }
+
     func flush() {
         var offset = 0
         while offset < buffer.count {
