@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <linux/netlink.h>
 #include <sys/syscall.h>
+#include <linux/filter.h>
 #include <libmnl/libmnl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack_tcp.h>
@@ -47,6 +48,25 @@ extern int setns(int fd, int nstype);
 #endif
 /// Moves the calling thread into the network namespace open at `fd`.
 static inline int ctsync_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+
+/// Attaches a socket filter that drops, in the kernel, every netlink message whose header
+/// carries `port` as its port id (nlmsg_pid: for an event, the socket whose request caused it).
+/// An event socket then never receives, and never overflows with, the events of the daemon's own
+/// writes. Returns 0 or -errno.
+static inline int ctsync_attach_port_filter(int fd, uint32_t port) {
+    /* BPF loads are big-endian; the netlink header is in host order. */
+    uint32_t loaded = ((port & 0xff) << 24) | ((port & 0xff00) << 8) | ((port >> 8) & 0xff00) | (port >> 24);
+    if (*(const uint8_t *)&(uint16_t){1} == 0) loaded = port; /* a big-endian host loads it as it is */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 12),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, loaded, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+    };
+    struct sock_fprog program = { .len = 4, .filter = code };
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) < 0) return -errno;
+    return 0;
+}
 
 /// glibc's `struct mmsghdr` (declared only with _GNU_SOURCE, so recvmmsg is called by number).
 struct ctsync_mmsghdr {

@@ -77,8 +77,16 @@ public final class EventListener {
     public var fileDescriptor: Int32 { socket.fileDescriptor }
 
     /// Events caused by a socket with this port are skipped (a daemon injecting the peer's
-    /// flows does not replicate them back). 0: none.
-    public var ignoredPort: UInt32 = 0
+    /// flows does not replicate them back). 0: none. Setting it attaches a socket filter that
+    /// drops them in the kernel (they then cost nothing and cannot fill the buffer); where that
+    /// fails they are still skipped here.
+    public var ignoredPort: UInt32 = 0 {
+        didSet {
+            filteredInKernel = ignoredPort != 0 && ctsync_attach_port_filter(socket.fileDescriptor, ignoredPort) == 0
+        }
+    }
+    /// Whether `ignoredPort`'s events are dropped by the kernel (a socket filter).
+    public private(set) var filteredInKernel = false
     /// Events skipped because of `ignoredPort`.
     public private(set) var ignoredEvents = 0
 
@@ -86,11 +94,15 @@ public final class EventListener {
     public var pendingCount: Int { pending.count }
 
     /// Moves what the socket holds into the queue, without waiting; returns the number of
-    /// events added. Stops when the socket is empty or the queue is full.
+    /// events added. Stops when the socket is empty, the queue is full, or `maximumDatagrams`
+    /// have been read: a caller that drains once a turn stays ahead of the kernel (a turn
+    /// handles fewer events than that) without first reading a whole burst before handling
+    /// any of it (which made the first flow of a burst wait for the last).
     @discardableResult
-    public func drain() throws -> Int {
+    public func drain(maximumDatagrams: Int = .max) throws -> Int {
         let before = pendingCount
-        while pendingCount < maximumPending {
+        var read = 0
+        while pendingCount < maximumPending && read < maximumDatagrams {
             let n = lengths.withUnsafeMutableBufferPointer { lengths in
                 ctsync_receive_batch(
                     socket.fileDescriptor, slots.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(Self.slotSize),
@@ -105,6 +117,7 @@ public final class EventListener {
             if n < 0 { throw KernelError.socket(operation: "receive", errno: -n) }
             if n == 0 { break }
             datagrams += Int(n)
+            read += Int(n)
             for index in 0..<Int(n) {
                 let length = Int(lengths[index])
                 if length == -1 {

@@ -84,4 +84,28 @@ import Testing
         let after = try collect(listener, count: 1)
         #expect(after.first?.name == "DESTROY")
     }
+
+    /// The events of a socket's own writes are dropped by the kernel (a socket filter on the
+    /// port): an injecting daemon neither reads them nor overflows with them; others still come.
+    @Test func eventsOfAnIgnoredPortAreFilteredInTheKernel() throws {
+        let ns = try TestNamespace("evf")
+        defer { ns.remove() }
+        let listener = try NetworkNamespace.run(ns.name) { try EventListener(receiveBufferSize: 1 << 20) }
+        func udp(_ port: UInt16) -> Flow {
+            Flow(
+                proto: .udp,
+                original: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: port, destinationPort: 53),
+                timeout: 60)
+        }
+        let injector = try NetworkNamespace.run(ns.name) { try KernelTable() }
+        listener.ignoredPort = injector.portID
+        #expect(listener.filteredInKernel)
+        // Far more than the buffer holds, had they been delivered.
+        #expect(try injector.write((0..<20000).map { udp(UInt16(1000 + $0)) }, operation: .create).created == 20000)
+        try ns.table { table in try table.create(udp(999)) }
+        let events = try collect(listener, count: 1)
+        #expect(events.map { $0.flow?.original.sourcePort } == [999])
+        #expect(try listener.next(timeoutMilliseconds: 200).isEmpty)
+        #expect(listener.overruns == 0 && listener.ignoredEvents == 0)
+    }
 }

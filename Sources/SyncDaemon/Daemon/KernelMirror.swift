@@ -15,7 +15,10 @@ extension Daemon {
         let limit = max(1, config.general.eventIterationLimit)
         let overruns = listener.overruns
         do {
-            try listener.drain()
+            // Up to four times what a turn handles (at least 256 datagrams: four recvmmsg calls):
+            // the socket is read faster than the kernel fills it, and the first events of a
+            // burst go to the peer before its last ones have been read.
+            try listener.drain(maximumDatagrams: max(256, 4 * limit))
         } catch {
             log.error("reading events: \(error)")
         }
