@@ -212,6 +212,20 @@ public enum SyncWire {
     /// its header (sequence number, flags) is known, and the next message is decoded.
     public static func decodeFrames(_ bytes: UnsafeRawBufferPointer) -> (frames: [WireFrame], error: WireError?) {
         var frames: [WireFrame] = []
+        let error = forEachFrame(bytes) { offset, header, message in
+            frames.append(WireFrame(offset: offset, header: header, message: message))
+        }
+        return (frames, error)
+    }
+
+    /// `decodeFrames` without the array: each frame (its offset, header and decoded message or
+    /// error) is handed to `body` as it is read, and the framing error that ended the reading,
+    /// if any, is returned. The receive path's form: a message is decoded straight into the
+    /// value the node digests, not copied through an array.
+    @discardableResult
+    public static func forEachFrame(
+        _ bytes: UnsafeRawBufferPointer, _ body: (Int, MessageHeader, Result<SyncMessage, WireError>) -> Void
+    ) -> WireError? {
         var offset = 0
         while offset < bytes.count {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
@@ -219,18 +233,16 @@ public enum SyncWire {
             do throws(WireError) {
                 header = try decodeHeader(rest)
             } catch {
-                return (frames, error)
+                return error
             }
-            let result: Result<SyncMessage, WireError>
             do throws(WireError) {
-                result = .success(try decodeBody(header, UnsafeRawBufferPointer(rebasing: rest[0..<Int(header.length)])))
+                body(offset, header, .success(try decodeBody(header, UnsafeRawBufferPointer(rebasing: rest[0..<Int(header.length)]))))
             } catch {
-                result = .failure(error)
+                body(offset, header, .failure(error))
             }
-            frames.append(WireFrame(offset: offset, header: header, message: result))
             offset += Int(header.length)
         }
-        return (frames, nil)
+        return nil
     }
 
     /// Reads and frames the header at the start of `bytes`, with conntrackd's checks in its order:

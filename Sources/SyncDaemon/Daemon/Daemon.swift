@@ -47,8 +47,9 @@ public final class Daemon {
     let foreground: Bool
     var signals: SignalPipe?
 
-    /// Datagrams read from a link in one turn of the loop.
-    static let datagramsPerTurn = 4
+    /// Datagrams read from a link in one turn of the loop (into the external cache, injecting).
+    static let datagramsPerTurn = 32
+    static let datagramsPerTurnInjecting = 4
     /// The event socket's buffer when the configuration sets no usable size.
     static let defaultBufferSize = 4 << 20
     /// How long a stopping daemon waits for queued messages to leave and a commit to end.
@@ -346,9 +347,10 @@ public final class Daemon {
     private func receiveFromPeer(link: Int, ready: pollfd) {
         guard let links = environment.links else { return }
         let now = monotonicMilliseconds()
-        // A few datagrams a turn (each up to 21 flows): what they carry goes on (injected,
-        // acknowledged) before the next ones are read.
-        links[link].handle(ready, now: now, limit: min(Self.datagramsPerTurn, max(1, config.general.eventIterationLimit))) { bytes in
+        // Injecting (hot standby), a few datagrams a turn (each up to 21 flows): what they carry
+        // is in the kernel before the next ones are read. Into the external cache, more a turn.
+        let perTurn = environment.injector != nil ? Self.datagramsPerTurnInjecting : Self.datagramsPerTurn
+        links[link].handle(ready, now: now, limit: min(perTurn, max(1, config.general.eventIterationLimit))) { bytes in
             node.receive(bytes, link: link, now: now, environment: environment)
         }
     }

@@ -124,6 +124,16 @@ public protocol SyncMode: Sendable {
 }
 
 extension SyncMode {
+    /// `receive`, and whether the message was dropped as out of window or old (FTFW's
+    /// `outOfWindow` and `before` counters). One mutating access: the node's `mode!.receive`
+    /// between two reads of `mode!.counters` copied the whole mode at every message (a read
+    /// through the optional existential kept its box shared when the mutation came).
+    public mutating func receiveNoting(_ message: SyncMessage, now: Int64) -> (actions: [ModeAction], dropped: Bool) {
+        let before = counters.outOfWindow &+ counters.before
+        let actions = receive(message, now: now)
+        return (actions, counters.outOfWindow &+ counters.before != before)
+    }
+
     public var unacknowledgedSince: Int64? { nil }
     public mutating func resendUnacknowledged() -> Int { 0 }
 }

@@ -75,25 +75,23 @@ extension SyncNode {
     /// another link than the current one make it current (the peer's choice is followed).
     public mutating func receive(_ bytes: UnsafeRawBufferPointer, link: Int, now: Int64, environment env: some SyncNodeEnvironment) {
         guard mode != nil else { return }
-        let (frames, error) = SyncWire.decodeFrames(bytes)
-        if let error { malformed[error.statsCategory.rawValue, default: 0] += 1 }
         var valid = false
         var taken = false
-        for frame in frames {
-            let message: SyncMessage
-            switch frame.message {
-            case .success(let decoded):
-                message = decoded
+        let error = SyncWire.forEachFrame(bytes) { _, header, result in
+            let actions: [ModeAction]
+            let dropped: Bool
+            switch result {
+            case .success(let message):
                 valid = true
+                (actions, dropped) = mode!.receiveNoting(message, now: now)
             case .failure(let error):
                 malformed[error.statsCategory.rawValue, default: 0] += 1
-                message = SyncMessage(sequence: frame.header.sequence, hello: frame.header.flags, body: .alive)
+                (actions, dropped) = mode!.receiveNoting(SyncMessage(sequence: header.sequence, hello: header.flags, body: .alive), now: now)
             }
-            let dropped = mode!.counters.outOfWindow &+ mode!.counters.before
-            let actions = mode!.receive(message, now: now)
-            if !actions.isEmpty || mode!.counters.outOfWindow &+ mode!.counters.before == dropped { taken = true }
+            if !actions.isEmpty || !dropped { taken = true }
             for action in actions { act(on: action, now: now, environment: env) }
         }
+        if let error { malformed[error.statsCategory.rawValue, default: 0] += 1 }
         if taken && valid { heardPeer(now: now, environment: env) }
         if valid && link != currentLink && link >= 0 && link < linkCount {
             switchLink(to: link, reason: "the peer sends on it", environment: env)
@@ -101,10 +99,14 @@ extension SyncNode {
     }
 
     private mutating func act(on action: ModeAction, now: Int64, environment env: some SyncNodeEnvironment) {
-        var action = action
         if case .apply(let kind, let flow) = action, kind != .destroy, let transform = settings.receivedTransform {
-            action = .apply(kind, transform(flow))
+            act(onChanged: .apply(kind, transform(flow)), now: now, environment: env)
+        } else {
+            act(onChanged: action, now: now, environment: env)
         }
+    }
+
+    private mutating func act(onChanged action: ModeAction, now: Int64, environment env: some SyncNodeEnvironment) {
         switch action {
         case .apply(let kind, let flow) where kind != .destroy && !settings.accepts(flow):
             // The Filter section applies to what the peer sends too: a flow it refuses never
