@@ -196,12 +196,11 @@ public struct FTFWMode: SyncMode {
     // MARK: - Sending
 
     /// Builds every queued message. `current` returns a live flow of the internal cache.
-    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
+    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
         housekeeping(now: now)
-        guard !txQueue.isEmpty else { return [] }
+        guard !txQueue.isEmpty else { return }
         lastTransmit = now
-        var out: [SyncMessage] = []
-        out.reserveCapacity(txQueue.count)
+        var sent = 0
         // Swapped out, not copied: `removeAll(keepingCapacity:)` on a shared buffer would
         // allocate a new one of the queue's largest size at every transmit.
         var items: [Item] = []
@@ -230,7 +229,8 @@ public struct FTFWMode: SyncMode {
                     continue  // gone and already announced
                 }
                 let sequence = take()
-                out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                emit(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                sent += 1
                 remember(sequence, .flow(key))
             case .control(let control):
                 let sequence = take()
@@ -245,7 +245,8 @@ public struct FTFWMode: SyncMode {
                 case .resync: body = .resync
                 case .alive: body = .alive
                 }
-                out.append(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                emit(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                sent += 1
                 // Only a resync request waits for its acknowledgement. An ACK or NACK lost on
                 // the way is made good by the next ACK (which acknowledges past what it missed,
                 // and we resend that); kept in the resend queue, a flood of them (forged gaps)
@@ -255,8 +256,7 @@ public struct FTFWMode: SyncMode {
                 break
             }
         }
-        counters.sent &+= out.count
-        return out
+        counters.sent &+= sent
     }
 
     private mutating func take() -> UInt32 {

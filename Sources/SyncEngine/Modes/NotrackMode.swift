@@ -26,8 +26,8 @@ public struct NotrackMode: SyncMode {
     public mutating func enqueueAll(_ keys: [FlowKey]) { for key in keys { queue.enqueue(key) } }
     public mutating func requestResync() { queue.append(.resync) }
 
-    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
-        queue.transmit(now: now, current: current)
+    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
+        queue.transmit(now: now, current: current, emit: emit)
     }
 
     public mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction] { queue.receive(message) }

@@ -56,10 +56,9 @@ struct SendOnceQueue: Sendable {
         queue.append(item)
     }
 
-    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
-        guard !queue.isEmpty else { return [] }
-        var out: [SyncMessage] = []
-        out.reserveCapacity(queue.count)
+    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
+        guard !queue.isEmpty else { return }
+        var sent = 0
         for item in queue {
             let body: SyncMessage.Body
             switch item {
@@ -74,14 +73,14 @@ struct SendOnceQueue: Sendable {
             case .resync: body = .resync
             case .alive: body = .alive
             }
-            out.append(SyncMessage(sequence: nextSequence, body: body))
+            emit(SyncMessage(sequence: nextSequence, body: body))
+            sent += 1
             nextSequence &+= 1
         }
         queue.removeAll(keepingCapacity: true)
         queued.removeAll(keepingCapacity: true)
-        counters.sent &+= out.count
+        counters.sent &+= sent
         lastTransmit = now
-        return out
     }
 
     /// Data is applied whatever its number (numbers only count losses); a resync request is

@@ -113,8 +113,10 @@ public protocol SyncMode: Sendable {
     mutating func enqueueAll(_ keys: [FlowKey])
     /// Asks the peer for its whole internal cache.
     mutating func requestResync()
-    /// Builds every queued message; `current` returns a live flow of the internal cache.
-    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage]
+    /// Builds every queued message and hands each to `emit` in order; `current` returns a
+    /// live flow of the internal cache. (Handed out one by one, not in an array: a bulk of a
+    /// whole table is not copied through one.)
+    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void)
     /// Digests one message from the peer; replies are queued for the next `transmit`.
     mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction]
     /// Timers (keep-alives, owed acknowledgements, ALARM's refresh). `internalCache` is what a
@@ -124,6 +126,13 @@ public protocol SyncMode: Sendable {
 }
 
 extension SyncMode {
+    /// Every queued message, in an array (what the tests look at).
+    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
+        var out: [SyncMessage] = []
+        transmit(now: now, current: current) { out.append($0) }
+        return out
+    }
+
     /// `receive`, and whether the message was dropped as out of window or old (FTFW's
     /// `outOfWindow` and `before` counters). One mutating access: the node's `mode!.receive`
     /// between two reads of `mode!.counters` copied the whole mode at every message (a read

@@ -36,19 +36,41 @@ extension SyncNode {
         }
         let cache = internalCache
         urgentQueued = false
-        let messages = mode!.transmit(now: now) { cache[$0]?.flow }
-        guard !messages.isEmpty else { return }
-        datagram.removeAll(keepingCapacity: true)
-        for message in messages {
+        // Messages are encoded as the mode hands them out, into one buffer cut into datagrams
+        // (`datagramEnds`); they are sent once the mode is done (it cannot be touched while it
+        // hands them out). The buffers are the node's, reused from turn to turn.
+        var wire = self.datagram
+        var ends = self.datagramEnds
+        var encoded = self.encoded
+        wire.removeAll(keepingCapacity: true)
+        ends.removeAll(keepingCapacity: true)
+        self.datagram = []
+        let options = sync.encodeOptions
+        let limit = sync.payloadLimit
+        var start = 0
+        mode!.transmit(now: now, current: { cache[$0]?.flow }) { message in
             encoded.removeAll(keepingCapacity: true)
-            SyncWire.encode(message, into: &encoded, options: sync.encodeOptions)
-            if !datagram.isEmpty && datagram.count + encoded.count > sync.payloadLimit {
-                send(now: now, environment: env)
-                datagram.removeAll(keepingCapacity: true)
+            SyncWire.encode(message, into: &encoded, options: options)
+            if wire.count > start && wire.count - start + encoded.count > limit {
+                ends.append(wire.count)
+                start = wire.count
             }
-            datagram += encoded
+            wire += encoded
         }
-        if !datagram.isEmpty { send(now: now, environment: env) }
+        if wire.count > start { ends.append(wire.count) }
+        self.encoded = encoded
+        start = 0
+        for end in ends {
+            wire.withUnsafeBytes { send(UnsafeRawBufferPointer(rebasing: $0[start..<end]), now: now, environment: env) }
+            start = end
+        }
+        // A bulk's buffer (a whole table) is not kept for the small turns that follow.
+        if wire.capacity <= 1 << 20 {
+            self.datagram = wire
+            self.datagramEnds = ends
+        } else {
+            self.datagramEnds = []
+        }
     }
 
     /// A flow message's usual size (an IPv4 TCP flow with NAT is 84 to 116 bytes).
@@ -56,15 +78,11 @@ extension SyncNode {
 
     /// Sends the datagram on the current link; a failure that says the link is gone makes the
     /// next running link current at once, and the datagram goes out there.
-    private mutating func send(now: Int64, environment env: some SyncNodeEnvironment) {
+    private mutating func send(_ bytes: UnsafeRawBufferPointer, now: Int64, environment env: some SyncNodeEnvironment) {
         let link = currentLink
-        let sent = datagram.withUnsafeBytes { env.send($0, link: link) }
-        if sent || linkCount == 1 { return }
+        if env.send(bytes, link: link) || linkCount == 1 { return }
         checkLinks(now: now, environment: env)
-        if currentLink != link {
-            let next = currentLink
-            _ = datagram.withUnsafeBytes { env.send($0, link: next) }
-        }
+        if currentLink != link { _ = env.send(bytes, link: currentLink) }
     }
 
     // MARK: - Receiving

@@ -163,7 +163,9 @@ public struct SyncNode: Sendable {
     var urgentQueued = false
     /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
     var injectQueue: [(FlowMessageKind, Flow)] = []
+    /// The encoded messages of a transmit, and where each datagram of them ends.
     var datagram: [UInt8] = []
+    var datagramEnds: [Int] = []
     var encoded: [UInt8] = []
 
     /// Quiet time (no data from the restarted peer) after which the flows it did not announce
