@@ -119,3 +119,23 @@ import Testing
         #expect(ICMPInfo(type: 3, code: 1, id: 1).replyType(family: .ipv4) == 3)
     }
 }
+
+/// `ctsync kernel insert --generate`'s flows: the same index gives the same flow, every flow
+/// of a run is distinct, and all of them are inside the benchmarking range 198.18.0.0/15.
+@Suite struct SyntheticFlowsTests {
+    @Test func distinctDeterministicAndInRange() {
+        let flows = SyntheticFlows(first: 59_990, count: 130_000, timeout: 77, mark: 5)
+        var keys = Set<FlowKey>()
+        for flow in flows {
+            keys.insert(flow.key)
+            #expect(flow.original.source.ipv4 >> 17 == 0xC612 >> 1)  // 198.18.0.0/15
+            #expect(flow.original.destination == IPAddress("198.19.0.1")!)
+            #expect(flow.timeout == 77 && flow.mark == 5 && flow.tcp?.state == .established)
+            #expect(flow.status == [.seenReply, .assured] && flow.reply == flow.original.inverted)
+        }
+        #expect(keys.count == 130_000)
+        #expect(SyntheticFlows(first: 60_000, count: 1)[0].key == flows[10].key)
+        #expect(SyntheticFlows(count: 1)[0].original.source == IPAddress("198.18.0.1")!)
+        #expect(SyntheticFlows(first: SyntheticFlows.maximumIndex, count: 1)[0].original.source == IPAddress("198.18.255.250")!)
+    }
+}

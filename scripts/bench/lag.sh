@@ -4,8 +4,9 @@
 # one run. Needs root, conntrackd (Debian package) and python3.
 #
 #   sudo scripts/bench/lag.sh [FLOWS-PER-RATE] [RATES]     (default 10000, "2000 5000 10000 20000")
+#   sudo LAG_BURST=100 scripts/bench/lag.sh 5000 "2000 20000"    (bursts of 100 instead of 1000)
 #
-# For each rate, FLOWS-PER-RATE new flows are written into a's kernel in bursts of 1000 paced to
+# For each rate, FLOWS-PER-RATE new flows are written into a's kernel in bursts of 1000 (LAG_BURST) paced to
 # that many flows a second (`ctsync kernel insert --generate ... --rate R --burst 1000`); once b's
 # kernel holds them all, each flow's lag is its creation time in b's kernel minus in a's, both
 # from the kernels' own conntrack timestamps (nf_conntrack_timestamp=1, read by
@@ -58,7 +59,7 @@ measure() {  # name binary
     local first=0 total=0 rate
     : > "$work/$name.seen"
     for rate in $rates; do
-        ip netns exec "$a" "$bin/ctsync" kernel insert --generate "$per_rate" --generate-first "$first" --rate "$rate" --burst 1000 >/dev/null 2>&1
+        ip netns exec "$a" "$bin/ctsync" kernel insert --generate "$per_rate" --generate-first "$first" --rate "$rate" --burst "${LAG_BURST:-1000}" >/dev/null 2>&1
         total=$((total + per_rate))
         wait_count "$b" "$total" 60
         ip netns exec "$a" python3 scripts/bench/ct_timestamps.py > "$work/a.ts"
@@ -88,7 +89,7 @@ PY
 }
 
 rm -f /tmp/lag-conntrackd.json /tmp/lag-ctsyncd.json
-echo "kernel $(uname -r), $(nproc) cores, FTFW over UDP, DisableExternalCache On; $per_rate flows per rate in bursts of 1000"
+echo "kernel $(uname -r), $(nproc) cores, FTFW over UDP, DisableExternalCache On; $per_rate flows per rate in bursts of ${LAG_BURST:-1000}"
 printf '%-11s %7s %7s %8s %8s %8s %8s\n' pair "flows/s" flows "p50 ms" "p90 ms" "p99 ms" "max ms"
 measure conntrackd "$(command -v conntrackd)"
 measure ctsyncd "$bin/ctsyncd"
