@@ -116,7 +116,9 @@ public struct FTFWMode: SyncMode {
         self.aliveIntervalMilliseconds = aliveIntervalMilliseconds
         nextSequence = initialSequence
         window = self.windowSize
-        lastTransmit = now
+        // The first keep-alive (with HELLO) goes at the first tick, not a second later: a
+        // restarted node's peer learns of the restart, and sends its table, that much sooner.
+        lastTransmit = now - aliveIntervalMilliseconds
         nackBudget = self.resendQueueLimit
         nackBudgetSince = now
     }
