@@ -58,8 +58,20 @@ import Testing
         #expect(gated["survived"] as? Bool == true && gated["server_reset"] as? Bool == false, "\(gated)\n\(r.stderr.suffix(8000))")
         #expect(gated["fw2_resets"] as? Int == 0)
         #expect(gated["committed"] as? Bool == true)
-        #expect(control["server_reset"] as? Bool == true || (control["fw2_resets"] as? Int ?? 0) > 0, "control not reset: \(control)")
-        #expect(r.status == 0)
+        // The control run shows the test can fail: without the gate a pushed packet lands in the
+        // window and is reset. Timing decides whether one does; on a loaded host the window has
+        // been missed once in many runs, so a control run that was not reset gets one more try.
+        var controlReset = control["server_reset"] as? Bool == true || (control["fw2_resets"] as? Int ?? 0) > 0
+        if !controlReset {
+            let again = try run(["/usr/bin/env", "CTSYNCD=\(Host.ctsyncd)", "TK_FLOWS=50000", "TK_RUNS=control", "bash", script], timeout: 180)
+            let second = try again.lines.last { $0.hasPrefix("RESULT ") }.flatMap {
+                try JSONSerialization.jsonObject(with: Data($0.dropFirst("RESULT ".count).utf8)) as? [String: Any]
+            }
+            print("takeover (control, second try): \(second ?? [:])")
+            controlReset = second?["server_reset"] as? Bool == true || (second?["fw2_resets"] as? Int ?? 0) > 0
+        }
+        #expect(controlReset, "control not reset: \(control)")
+        #expect(gated["passed"] as? Bool == true)
         // Graceful: fw1's keepalived stops (fw1 keeps running), the same must hold.
         let g = try run(["/usr/bin/env", "CTSYNCD=\(Host.ctsyncd)", "TK_FLOWS=50000", "TK_CRASH=0", "TK_RUNS=gated", "bash", script], timeout: 180)
         let graceful = try #require(
