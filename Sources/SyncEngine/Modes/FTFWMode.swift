@@ -32,13 +32,13 @@ public struct FTFWMode: SyncMode {
     // Sending side.
     private var nextSequence: UInt32
     private var txQueue: [Item] = []
-    private var txFlows: Set<FlowKey> = []
+    /// The flows in `txQueue`, each with whether it was created since it was last sent (it then
+    /// goes as NEW, else as UPDATE): one map, one hash operation per queued change.
+    private var txFlows: [FlowKey: Bool] = [:]
     /// Sent and not yet acknowledged, in sequence order.
     private var resendQueue: [(sequence: UInt32, item: Item)] = []
     private var resendHead = 0
     private var resendFlows: [FlowKey: UInt32] = [:]
-    /// Flows created since they were last sent (sent as NEW, else UPDATE).
-    private var fresh: Set<FlowKey> = []
     /// Destroyed flows whose DESTROY is not acknowledged yet.
     private var tombstones: [FlowKey: Flow] = [:]
     private enum Hello { case initial, saying, done }
@@ -135,17 +135,20 @@ public struct FTFWMode: SyncMode {
 
     /// A flow of the internal cache was created or changed: its current state goes out.
     public mutating func flowChanged(_ key: FlowKey, created: Bool) {
-        tombstones.removeValue(forKey: key)
-        if created { fresh.insert(key) }
-        enqueue(key)
+        if !tombstones.isEmpty { tombstones.removeValue(forKey: key) }
+        enqueue(key, created: created)
     }
 
     /// A flow left the internal cache: a DESTROY goes out (and is retransmitted until acked).
     public mutating func flowDestroyed(_ flow: Flow) {
         let key = flow.key
-        fresh.remove(key)
         tombstones[key] = flow
-        enqueue(key)
+        // Not created any more: if it comes back before the next send, it is new again then.
+        if txFlows.updateValue(false, forKey: key) == nil {
+            txQueue.append(.flow(key))
+        } else {
+            counters.coalesced &+= 1
+        }
     }
 
     /// Queues every given flow (a bulk send, or the answer to a peer's resync request).
@@ -187,11 +190,12 @@ public struct FTFWMode: SyncMode {
         txQueue.append(.control(.nack(from, to)))
     }
 
-    private mutating func enqueue(_ key: FlowKey) {
-        if txFlows.insert(key).inserted {
-            txQueue.append(.flow(key))
-        } else {
+    private mutating func enqueue(_ key: FlowKey, created: Bool = false) {
+        if let wasCreated = txFlows.updateValue(created, forKey: key) {
+            if wasCreated && !created { txFlows[key] = true }
             counters.coalesced &+= 1
+        } else {
+            txQueue.append(.flow(key))
         }
     }
 
@@ -213,7 +217,15 @@ public struct FTFWMode: SyncMode {
                 txQueue = items
             }
         }
-        txFlows.removeAll(keepingCapacity: true)
+        // Swapped out as well: what is queued from now on is queued for the next transmit.
+        var queuedFlows: [FlowKey: Bool] = [:]
+        swap(&queuedFlows, &txFlows)
+        defer {
+            if txFlows.isEmpty {
+                queuedFlows.removeAll(keepingCapacity: true)
+                txFlows = queuedFlows
+            }
+        }
         pendingAcks.removeAll(keepingCapacity: true)
         pendingNacks.removeAll(keepingCapacity: true)
         pendingResync = false
@@ -223,7 +235,7 @@ public struct FTFWMode: SyncMode {
             case .flow(let key):
                 let body: SyncMessage.Body
                 if let flow = current(key) {
-                    body = .flow(fresh.remove(key) != nil ? .new : .update, flow)
+                    body = .flow(queuedFlows[key] == true ? .new : .update, flow)
                 } else if let dead = tombstones[key] {
                     body = .flow(.destroy, dead)
                 } else {
@@ -306,7 +318,7 @@ public struct FTFWMode: SyncMode {
         case .flow(let key):
             guard let index = resendFlows.index(forKey: key), resendFlows.values[index] == entry.sequence else { return false }
             resendFlows.remove(at: index)
-            if !tombstones.isEmpty && !txFlows.contains(key) { tombstones.removeValue(forKey: key) }
+            if !tombstones.isEmpty && txFlows[key] == nil { tombstones.removeValue(forKey: key) }
             return true
         case .control:
             return true
@@ -583,7 +595,6 @@ public struct FTFWMode: SyncMode {
         if spare(resendFlows.count, resendFlows.capacity) { resendFlows = Self.rebuilt(resendFlows) }
         if spare(tombstones.count, tombstones.capacity) { tombstones = Self.rebuilt(tombstones) }
         if spare(txFlows.count, txFlows.capacity) { txFlows = Self.rebuilt(txFlows) }
-        if spare(fresh.count, fresh.capacity) { fresh = Self.rebuilt(fresh) }
     }
 
     static let spareCapacityFloor = 4096
@@ -594,17 +605,11 @@ public struct FTFWMode: SyncMode {
         return copy
     }
 
-    private static func rebuilt(_ set: Set<FlowKey>) -> Set<FlowKey> {
-        var copy = Set<FlowKey>(minimumCapacity: 2 * set.count)
-        for key in set { copy.insert(key) }
-        return copy
-    }
-
     /// For tests: capacities of the queues and sets, in entries.
     var capacities: [String: Int] {
         [
             "resendQueue": resendQueue.capacity, "txQueue": txQueue.capacity, "resendFlows": resendFlows.capacity,
-            "tombstones": tombstones.capacity, "txFlows": txFlows.capacity, "fresh": fresh.capacity,
+            "tombstones": tombstones.capacity, "txFlows": txFlows.capacity,
         ]
     }
 
