@@ -41,7 +41,6 @@ extension SyncNode {
         // hands them out). The buffers are the node's, reused from turn to turn.
         var wire = self.datagram
         var ends = self.datagramEnds
-        var encoded = self.encoded
         wire.removeAll(keepingCapacity: true)
         ends.removeAll(keepingCapacity: true)
         self.datagram = []
@@ -49,16 +48,15 @@ extension SyncNode {
         let limit = sync.payloadLimit
         var start = 0
         mode!.transmit(now: now, current: { cache[$0]?.flow }) { message in
-            encoded.removeAll(keepingCapacity: true)
-            SyncWire.encode(message, into: &encoded, options: options)
-            if wire.count > start && wire.count - start + encoded.count > limit {
-                ends.append(wire.count)
-                start = wire.count
+            // Encoded in place; a message that overfills the datagram starts the next one.
+            let before = wire.count
+            SyncWire.encode(message, into: &wire, options: options)
+            if before > start && wire.count - start > limit {
+                ends.append(before)
+                start = before
             }
-            wire += encoded
         }
         if wire.count > start { ends.append(wire.count) }
-        self.encoded = encoded
         start = 0
         for end in ends {
             wire.withUnsafeBytes { send(UnsafeRawBufferPointer(rebasing: $0[start..<end]), now: now, environment: env) }

@@ -166,7 +166,6 @@ public struct SyncNode: Sendable {
     /// The encoded messages of a transmit, and where each datagram of them ends.
     var datagram: [UInt8] = []
     var datagramEnds: [Int] = []
-    var encoded: [UInt8] = []
 
     /// Quiet time (no data from the restarted peer) after which the flows it did not announce
     /// again are ghosts.
