@@ -115,6 +115,15 @@ func parseError(_ arguments: [String]) -> String? {
         (["kernel", "insert", "--file", "x", "-p", "tcp"], "either --file or the flow's options"),
         (["kernel", "insert", "--file", "x", "--batch-size", "0"], "--batch-size must be 1-65536"),
         (["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "-5"], "-t <timeout>"),
+        (["kernel", "insert", "--generate", "0"], "--generate N and --generate-first K"),
+        (["kernel", "insert", "--generate", "10", "--generate-first", "3839999999"], "--generate N and --generate-first K"),
+        (["kernel", "insert", "--generate-first", "5"], "--generate-first needs --generate"),
+        (["kernel", "insert", "--generate", "10", "--file", "x"], "either --file or --generate"),
+        (["kernel", "insert", "--generate", "10", "-p", "tcp"], "--generate takes only -t/--timeout and -m/--mark"),
+        (["kernel", "insert", "--generate", "10", "--rate", "0"], "--rate must be a positive number"),
+        (["kernel", "insert", "--generate", "10", "--rate", "nan"], "--rate must be a positive number"),
+        (["kernel", "insert", "--generate", "10", "--burst", "5"], "--burst needs --rate"),
+        (["kernel", "insert", "--generate", "10", "--rate", "100", "--burst", "0"], "--burst must be at least 1"),
     ])
     func badFlowsAreNamed(_ arguments: [String], _ expected: String) throws {
         let message = try #require(parseError(arguments))
