@@ -20,21 +20,9 @@ rates=${2:-2000 5000 10000 20000}
 [ "$(id -u)" -eq 0 ] || { echo "lag: needs root" >&2; exit 1; }
 command -v conntrackd >/dev/null || { echo "lag: needs conntrackd" >&2; exit 1; }
 
-swift build -c release >/dev/null
-bin="$PWD/.build/release"
-a="ctb_laga_$$"; b="ctb_lagb_$$"; link="ctbl$$"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    ip netns del "$a" 2>/dev/null || true
-    ip netns del "$b" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
-bench_link_pair "$a" "$b" "$link"
+bench_pair_setup lag
 for ns in "$a" "$b"; do ip netns exec "$ns" sh -c 'echo 1 > /proc/sys/net/netfilter/nf_conntrack_timestamp'; done
 
 hot_config() {  # NAME LOCAL PEER INTERFACE

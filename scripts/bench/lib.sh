@@ -145,3 +145,22 @@ bench_start_pair() {
     done
     sleep 2  # let the pair exchange its hellos before timing
 }
+
+# bench_pair_setup TAG: the release build ($bin), two namespaces a and b joined by a veth pair
+# (names from TAG and the shell's pid), a work directory ($work), and a cleanup on exit that
+# kills the daemons in $pids (started by the caller) and removes all of it.
+bench_pair_setup() {
+    swift build -c release >/dev/null
+    bin="$PWD/.build/release"
+    a="ctb_${1}a_$$"; b="ctb_${1}b_$$"; link="ctb${1:0:1}$$"
+    work=$(mktemp -d)
+    pids=()
+    trap bench_pair_cleanup EXIT INT TERM
+    bench_link_pair "$a" "$b" "$link"
+}
+bench_pair_cleanup() {
+    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    ip netns del "$a" 2>/dev/null || true
+    ip netns del "$b" 2>/dev/null || true
+    rm -rf "$work"
+}

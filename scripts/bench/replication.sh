@@ -20,21 +20,9 @@ flows=${1:-100000}
 [ "$(id -u)" -eq 0 ] || { echo "replication: needs root" >&2; exit 1; }
 command -v conntrackd >/dev/null || { echo "replication: needs conntrackd" >&2; exit 1; }
 
-swift build -c release >/dev/null
-bin="$PWD/.build/release"
-a="ctb_repa_$$"; b="ctb_repb_$$"; link="ctbr$$"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    ip netns del "$a" 2>/dev/null || true
-    ip netns del "$b" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
-bench_link_pair "$a" "$b" "$link"
+bench_pair_setup rep
 
 bench_poll_script
 measure() {  # name binary case

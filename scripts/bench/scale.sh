@@ -26,21 +26,9 @@ flows=${1:-250000}
 external_flows=${2:-1000000}
 [ "$(id -u)" -eq 0 ] || { echo "scale: needs root" >&2; exit 1; }
 
-swift build -c release >/dev/null
-bin="$PWD/.build/release"
-a="ctb_scla_$$"; b="ctb_sclb_$$"; link="ctbs$$"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    ip netns del "$a" 2>/dev/null || true
-    ip netns del "$b" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
-bench_link_pair "$a" "$b" "$link"
+bench_pair_setup scl
 bench_poll_script
 failed=0
 check() {  # what got expected
