@@ -201,29 +201,82 @@ public struct FlowKey: Hashable, Sendable {
 
 /// One tracked connection, as a firewall pair must carry it: both tuples (NAT is what
 /// differs between them), protocol state, status bits, timeout, mark, zone, labels,
-/// helper and sequence adjustment. A value type; no references, no C pointers.
+/// helper and sequence adjustment. A value type; no C pointers.
+///
+/// The attributes few flows carry (SCTP and DCCP state, labels, a helper, sequence
+/// adjustment, counters) live out of line in one shared, copy-on-write box that exists only
+/// when one of them is set: a flow is 168 bytes instead of 304, which is what the listener's
+/// queue, the node and the encoder copy per event. The stored properties are ordered for
+/// packing (Swift keeps declaration order).
 public struct Flow: Hashable, Sendable {
     public var family: AddressFamily
     public var proto: L4Protocol
+    public var zone: UInt16
+    public var mark: UInt32
     public var original: Tuple
     public var reply: Tuple
+    public var status: FlowStatus
     public var icmp: ICMPInfo?
     public var tcp: TCPInfo?
-    public var sctp: SCTPInfo?
-    public var dccp: DCCPInfo?
-    public var status: FlowStatus
     /// Seconds left before the kernel expires the flow; nil when not known/not to be set.
     public var timeout: UInt32?
-    public var mark: UInt32
-    public var zone: UInt16
-    public var labels: FlowLabels
-    public var helper: String?
-    public var sequenceAdjustment: NATSequenceAdjustment?
-    public var counters: FlowCounters?
     /// The kernel's reference count (informational, never written).
     public var use: UInt32?
     /// The kernel's flow id (informational; used to make deletes exact).
     public var id: UInt32?
+    private var rare: FlowRareBox?
+
+    public var sctp: SCTPInfo? {
+        get { rare?.value.sctp }
+        set { if newValue != nil || rare != nil { modifyRare { $0.sctp = newValue } } }
+    }
+    public var dccp: DCCPInfo? {
+        get { rare?.value.dccp }
+        set { if newValue != nil || rare != nil { modifyRare { $0.dccp = newValue } } }
+    }
+    public var labels: FlowLabels {
+        get { rare?.value.labels ?? FlowLabels() }
+        set { if !newValue.isEmpty || rare != nil { modifyRare { $0.labels = newValue } } }
+    }
+    public var helper: String? {
+        get { rare?.value.helper }
+        set { if newValue != nil || rare != nil { modifyRare { $0.helper = newValue } } }
+    }
+    public var sequenceAdjustment: NATSequenceAdjustment? {
+        get { rare?.value.sequenceAdjustment }
+        set { if newValue != nil || rare != nil { modifyRare { $0.sequenceAdjustment = newValue } } }
+    }
+    public var counters: FlowCounters? {
+        get { rare?.value.counters }
+        set { if newValue != nil || rare != nil { modifyRare { $0.counters = newValue } } }
+    }
+
+    /// Changes the out-of-line attributes: in place when this flow holds the only reference to
+    /// its box, in a new box otherwise; no box at all once none of them is set.
+    private mutating func modifyRare(_ body: (inout FlowRareAttributes) -> Void) {
+        if rare != nil && isKnownUniquelyReferenced(&rare) {
+            body(&rare!.value)
+            if rare!.value.isEmpty { rare = nil }
+        } else {
+            var value = rare?.value ?? FlowRareAttributes()
+            body(&value)
+            rare = value.isEmpty ? nil : FlowRareBox(value)
+        }
+    }
+
+    public static func == (a: Flow, b: Flow) -> Bool {
+        a.family == b.family && a.proto == b.proto && a.zone == b.zone && a.mark == b.mark && a.original == b.original
+            && a.reply == b.reply && a.status == b.status && a.icmp == b.icmp && a.tcp == b.tcp && a.timeout == b.timeout
+            && a.use == b.use && a.id == b.id && (a.rare === b.rare || a.rare?.value == b.rare?.value)
+    }
+
+    /// The key, status and mark: equal flows hash alike, and flows that differ in little else
+    /// are rare in one table.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(key.fastHash)
+        hasher.combine(status.rawValue)
+        hasher.combine(mark)
+    }
 
     /// A flow whose reply tuple is the inverse of the original (no NAT).
     public init(
@@ -240,7 +293,6 @@ public struct Flow: Hashable, Sendable {
         self.timeout = timeout
         self.mark = mark
         self.zone = zone
-        self.labels = FlowLabels()
     }
 
     public var key: FlowKey { FlowKey(proto: proto, original: original, icmp: icmp, zone: zone) }
@@ -328,4 +380,25 @@ extension Flow {
         if let id = update.id { merged.id = id }
         return merged
     }
+}
+
+/// The attributes of a flow that most flows do not have (see `Flow`).
+struct FlowRareAttributes: Hashable, Sendable {
+    var sctp: SCTPInfo?
+    var dccp: DCCPInfo?
+    var labels = FlowLabels()
+    var helper: String?
+    var sequenceAdjustment: NATSequenceAdjustment?
+    var counters: FlowCounters?
+
+    var isEmpty: Bool {
+        sctp == nil && dccp == nil && labels.isEmpty && helper == nil && sequenceAdjustment == nil && counters == nil
+    }
+}
+
+/// The box `Flow` keeps its rare attributes in. Mutated only while uniquely referenced (copy on
+/// write), so sharing it between threads is as safe as sharing the value.
+final class FlowRareBox: @unchecked Sendable {
+    var value: FlowRareAttributes
+    init(_ value: FlowRareAttributes) { self.value = value }
 }

@@ -112,6 +112,35 @@ import Testing
         #expect(a.key != b.key)
     }
 
+    /// The rare attributes live in a shared box: copies stay independent values, a flow
+    /// without them carries no box, and equality and hashing see through it.
+    @Test func rareAttributesAreValues() {
+        #expect(MemoryLayout<Flow>.size <= 168)
+        let plain = Samples.tcp()
+        var a = plain
+        a.helper = "ftp"
+        a.labels.insert(3)
+        var b = a
+        b.helper = "sip"
+        b.counters = FlowCounters(originalPackets: 1, originalBytes: 2, replyPackets: 3, replyBytes: 4)
+        #expect(a.helper == "ftp" && a.counters == nil && a.labels.contains(3))
+        #expect(b.helper == "sip" && b.counters?.replyBytes == 4 && b.labels.contains(3))
+        b.counters?.replyBytes = 9
+        #expect(b.counters?.replyBytes == 9)
+        #expect(a != b)
+        b.helper = "ftp"
+        b.counters = nil
+        #expect(a == b && a.hashValue == b.hashValue)
+        // Clearing every rare attribute gives back a flow equal to one that never had any.
+        b.helper = nil
+        b.labels = FlowLabels()
+        #expect(b == plain && Set([b, plain]).count == 1)
+        var c = plain
+        c.sctp = nil
+        c.labels = FlowLabels()
+        #expect(c == plain)
+    }
+
     @Test func icmpReplyTypes() {
         #expect(ICMPInfo(type: 8, code: 0, id: 1).replyType(family: .ipv4) == 0)
         #expect(ICMPInfo(type: 13, code: 0, id: 1).replyType(family: .ipv4) == 14)

@@ -10,8 +10,9 @@
 # that many flows a second (`ctsync kernel insert --generate ... --rate R --burst 1000`); once b's
 # kernel holds them all, each flow's lag is its creation time in b's kernel minus in a's, both
 # from the kernels' own conntrack timestamps (nf_conntrack_timestamp=1, read by
-# scripts/bench/ct_timestamps.py). Prints p50, p90, p99 and the maximum per rate and pair, and
-# the ratios ctsyncd/conntrackd.
+# scripts/bench/ct_timestamps.py). Prints p50, p90, p99 and the maximum per rate and pair, the
+# median burst's "write" (its first to its last flow in a's kernel) and "done" (its first flow
+# in a's kernel to its last in b's), and the ratios ctsyncd/conntrackd.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -d /opt/swift/usr/bin ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -52,19 +53,31 @@ measure() {  # name binary
         wait_count "$b" "$total" 60
         ip netns exec "$a" python3 scripts/bench/ct_timestamps.py > "$work/a.ts"
         ip netns exec "$b" python3 scripts/bench/ct_timestamps.py > "$work/b.ts"
-        python3 - "$name" "$rate" "$work/a.ts" "$work/b.ts" "$work/$name.seen" <<'PY'
+        python3 - "$name" "$rate" "$work/a.ts" "$work/b.ts" "$work/$name.seen" "${LAG_BURST:-1000}" <<'PY'
 import sys, json
-name, rate, a_path, b_path, seen_path = sys.argv[1:]
+name, rate, a_path, b_path, seen_path, burst = sys.argv[1:]
 seen = set(open(seen_path).read().split("\n"))
 def load(path):
     return {" ".join(l.split()[:4]): int(l.split()[4]) for l in open(path) if l.strip()}
 a, b = load(a_path), load(b_path)
-lags = sorted((b[k] - a[k]) / 1e6 for k in a if k in b and k not in seen)
+new = sorted((k for k in a if k in b and k not in seen), key=lambda k: a[k])
+lags = sorted((b[k] - a[k]) / 1e6 for k in new)
 with open(seen_path, "a") as f:
     f.write("\n".join(k for k in a if k not in seen) + "\n")
-def pct(p): return lags[min(len(lags) - 1, int(p / 100 * len(lags)))]
-r = {"n": len(lags), "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lags[-1]}
-print(f"{name:11s} {int(rate):7d} {r['n']:7d} {r['p50']:8.2f} {r['p90']:8.2f} {r['p99']:8.2f} {r['max']:8.2f}")
+def pct(values, p): return values[min(len(values) - 1, int(p / 100 * len(values)))]
+# Per burst (the flows in a's creation order, LAG_BURST at a time): how long a's kernel took to
+# take the burst ("write"), and how long from its first flow in a's kernel until its last flow
+# was in b's ("done"); medians over the bursts.
+size = int(burst)
+writes, dones = [], []
+for i in range(0, len(new), size):
+    chunk = new[i:i + size]
+    writes.append((a[chunk[-1]] - a[chunk[0]]) / 1e6)
+    dones.append((max(b[k] for k in chunk) - a[chunk[0]]) / 1e6)
+writes.sort(); dones.sort()
+r = {"n": len(lags), "p50": pct(lags, 50), "p90": pct(lags, 90), "p99": pct(lags, 99), "max": lags[-1],
+     "write": pct(writes, 50), "done": pct(dones, 50)}
+print(f"{name:11s} {int(rate):7d} {r['n']:7d} {r['p50']:8.2f} {r['p90']:8.2f} {r['p99']:8.2f} {r['max']:8.2f} {r['write']:8.2f} {r['done']:8.2f}")
 results = {}
 try: results = json.load(open(f"/tmp/lag-{name}.json"))
 except Exception: pass
@@ -78,12 +91,12 @@ PY
 
 rm -f /tmp/lag-conntrackd.json /tmp/lag-ctsyncd.json
 echo "kernel $(uname -r), $(nproc) cores, FTFW over UDP, DisableExternalCache On; $per_rate flows per rate in bursts of ${LAG_BURST:-1000}"
-printf '%-11s %7s %7s %8s %8s %8s %8s\n' pair "flows/s" flows "p50 ms" "p90 ms" "p99 ms" "max ms"
+printf '%-11s %7s %7s %8s %8s %8s %8s %8s %8s\n' pair "flows/s" flows "p50 ms" "p90 ms" "p99 ms" "max ms" "write ms" "done ms"
 measure conntrackd "$(command -v conntrackd)"
 measure ctsyncd "$bin/ctsyncd"
 python3 - <<'PY'
 import json
 c = json.load(open("/tmp/lag-conntrackd.json")); s = json.load(open("/tmp/lag-ctsyncd.json"))
 for rate in c:
-    print("%s flows/s: ratios ctsyncd/conntrackd p50 %.2f, p99 %.2f" % (rate, s[rate]["p50"] / c[rate]["p50"], s[rate]["p99"] / c[rate]["p99"]))
+    print("%s flows/s: ratios ctsyncd/conntrackd p50 %.2f, p99 %.2f, burst done %.2f" % (rate, s[rate]["p50"] / c[rate]["p50"], s[rate]["p99"] / c[rate]["p99"], s[rate]["done"] / c[rate]["done"]))
 PY
