@@ -30,8 +30,9 @@
 # Environment:
 #   CTSYNCD        the daemon binary (default: ctsyncd from PATH, else /usr/sbin/ctsyncd);
 #                  CTSYNCD=/usr/sbin/conntrackd runs the same steps with conntrackd
-#   CTSYNCD_CONF   its configuration (default /etc/conntrackd/conntrackd.conf, which is
-#                  also ctsyncd's own default: it drops in for conntrackd)
+#   CTSYNCD_CONF   its configuration (default: ctsyncd's own, the first of
+#                  /etc/ctsyncd/ctsyncd.conf (the package's) and /etc/conntrackd/conntrackd.conf
+#                  that exists; with CTSYNCD=...conntrackd always conntrackd's)
 #   CTSYNCD_NOTIFY_LOCK  lock serialising transitions (default: the daemon's LockFile
 #                  with ".notify" appended)
 #   CTSYNCD_START_WAIT   seconds to wait for a daemon started by "backup" to answer (5)
@@ -53,8 +54,15 @@ TAG=ctsync-failover
 if [ -z "${CTSYNCD:-}" ]; then
     CTSYNCD=$(command -v ctsyncd 2>/dev/null || echo /usr/sbin/ctsyncd)
 fi
-# ctsyncd's own default is conntrackd's path, so it replaces conntrackd without moving files.
-CTSYNCD_CONF=${CTSYNCD_CONF:-/etc/conntrackd/conntrackd.conf}
+# ctsyncd's own default: the package's configuration, else conntrackd's (it drops in for
+# conntrackd without moving files).
+if [ -z "${CTSYNCD_CONF:-}" ]; then
+    if [ -e /etc/ctsyncd/ctsyncd.conf ] && [ "$(basename "$CTSYNCD")" != conntrackd ]; then
+        CTSYNCD_CONF=/etc/ctsyncd/ctsyncd.conf
+    else
+        CTSYNCD_CONF=/etc/conntrackd/conntrackd.conf
+    fi
+fi
 
 log() {
     # $1: syslog priority (info, warning, err); the rest: the message

@@ -14,7 +14,16 @@
 /// listed in docs/configuration.md.
 public struct DaemonConfig: Sendable, Equatable {
     /// Where ctsyncd, ctsync and conntrackd look without `-C`.
-    public static let defaultPath = "/etc/conntrackd/conntrackd.conf"
+    /// The configuration the ctsync package installs.
+    public static let packagePath = "/etc/ctsyncd/ctsyncd.conf"
+    /// conntrackd's, used unchanged when the package's is not there.
+    public static let conntrackdPath = "/etc/conntrackd/conntrackd.conf"
+    /// What `-C` defaults to: the package's configuration if it exists, else conntrackd's.
+    public static var defaultPath: String { defaultPath(exists: { access($0, F_OK) == 0 }) }
+
+    public static func defaultPath(exists: (String) -> Bool) -> String {
+        exists(packagePath) ? packagePath : conntrackdPath
+    }
 
     /// The file it came from (as given to `load` or `parse`).
     public var path: String

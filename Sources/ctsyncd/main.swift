@@ -34,6 +34,13 @@ case .help:
     print(DaemonArguments.usage, terminator: "")
 case .version:
     print("ctsyncd v\(CtsyncVersion.string) (conntrackd 1.4.7 compatible)")
+case .check(let path):
+    let config = loadConfig(path)
+    let report = ConfigCheck.check(config, path: path)
+    for warning in report.warnings { writeStandardError("ctsyncd: warning: \(warning)\n") }
+    for error in report.errors { writeStandardError("ctsyncd: \(error)\n") }
+    if !report.errors.isEmpty { exit(2) }
+    print("\(report.summary): ok\(report.warnings.isEmpty ? "" : " (\(report.warnings.count) warning\(report.warnings.count == 1 ? "" : "s"))")")
 case .request(let path, let request):
     let config = loadConfig(path)
     do {

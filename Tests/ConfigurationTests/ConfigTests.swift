@@ -28,7 +28,8 @@ enum ConfigFixtures {
     static func repoExampleFiles() -> [String] {
         let dir = packageRoot + "/conf"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        return names.filter { $0.hasSuffix(".conf") }.sorted().map { dir + "/" + $0 }
+        // The package's configuration (/etc/ctsyncd/ctsyncd.conf) is held to the same rules.
+        return names.filter { $0.hasSuffix(".conf") }.sorted().map { dir + "/" + $0 } + [packageRoot + "/packaging/ctsyncd.conf"]
     }
 
     static func parse(_ text: String, path: String = "test.conf") throws(ConfigError) -> DaemonConfig {
@@ -117,6 +118,7 @@ enum ConfigFixtures {
         #expect(
             names.isSuperset(of: [
                 "ftfw-udp.conf", "ftfw-multicast.conf", "ftfw-tcp.conf", "notrack.conf", "alarm.conf", "stats.conf",
+                "ctsyncd.conf",
             ]))
         for file in files {
             do {

@@ -359,6 +359,12 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
         var buffer = [UInt8](repeating: 0, count: 512)
         let n = buffer.withUnsafeMutableBytes { recv(receiver, $0.baseAddress, $0.count, 0) }
         #expect(n > 0 && String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).hasPrefix("READY=1"))
+        // The background daemon keeps its name (pidof, pgrep -x, keepalived's track_process).
+        let pid = try String(contentsOfFile: daemon.lockPath, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let comm = try String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
+        #expect(comm == "ctsyncd\n", "comm of pid \(pid): \(comm)")
+        let commandLine = try String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8).split(separator: "\0")
+        #expect(commandLine.first.map { $0.hasSuffix("/ctsyncd") } == true, "\(commandLine)")
         // A second -d on the same configuration fails, with the reason.
         let again = try ns.exec([Host.ctsyncd, "-C", daemon.configPath, "-d"], timeout: 30)
         #expect(again.status == 1 && again.stderr.contains("is held by another ctsyncd"), "\(again.stderr)")

@@ -12,8 +12,16 @@ import Testing
     }
 
     @Test func runsTheDaemon() throws {
-        #expect(try DaemonArguments.parse([]) == .run(configPath: "/etc/conntrackd/conntrackd.conf", daemonize: false))
+        #expect(try DaemonArguments.parse([]) == .run(configPath: DaemonConfig.defaultPath, daemonize: false))
         #expect(try parse("-d -C /x.conf") == .run(configPath: "/x.conf", daemonize: true))
+    }
+
+    /// The package's configuration first, conntrackd's when the package's is not there.
+    @Test func defaultConfiguration() throws {
+        #expect(DaemonConfig.defaultPath(exists: { _ in true }) == "/etc/ctsyncd/ctsyncd.conf")
+        #expect(DaemonConfig.defaultPath(exists: { _ in false }) == "/etc/conntrackd/conntrackd.conf")
+        #expect(try parse("--check -C /x.conf") == .check(configPath: "/x.conf"))
+        #expect(try parse("--check") == .check(configPath: DaemonConfig.defaultPath))
     }
 
     @Test func conntrackdActions() throws {
@@ -45,6 +53,8 @@ import Testing
         ("-C", "-C needs a configuration file"),
         ("-d -k", "-d starts the daemon; it cannot be combined with -k"),
         ("--frob", "unknown option '--frob'"),
+        ("--check -c", "--check validates the configuration; it cannot be combined with -c"),
+        ("--check -d", "--check validates the configuration; it cannot be combined with -d"),
     ])
     func usageErrors(_ arguments: String, _ expected: String) {
         do {

@@ -18,7 +18,10 @@ public enum Background {
     /// Starts the child and waits for its word. Returns the exit status for the parent.
     public static func start(arguments: [String], timeoutSeconds: Double = 60) -> Int32 {
         let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        // The binary's own path, not /proc/self/exe: the kernel names a process after the file
+        // it executes, and `pidof ctsyncd`, `pgrep -x ctsyncd`, keepalived's track_process and
+        // start-stop-daemon --name look for "ctsyncd", not "exe".
+        child.executableURL = URL(fileURLWithPath: executablePath())
         child.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment[marker] = "1"
@@ -41,6 +44,16 @@ public enum Background {
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         writeStandardError(message.isEmpty ? "ctsyncd: the daemon exited with status \(child.terminationStatus)\n" : message)
         return child.terminationStatus == 0 ? 1 : child.terminationStatus
+    }
+
+    /// Where this process's binary is; /proc/self/exe itself if it was replaced or removed
+    /// since (a package upgrade).
+    static func executablePath() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return "/proc/self/exe" }
+        let path = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return path.hasSuffix(" (deleted)") ? "/proc/self/exe" : path
     }
 
     /// Called by the child once it serves requests: tells the parent, then lets go of stdio.

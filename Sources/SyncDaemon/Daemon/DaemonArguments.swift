@@ -9,6 +9,8 @@ public enum DaemonInvocation: Equatable, Sendable {
     case run(configPath: String, daemonize: Bool)
     /// Send a request to the running daemon found through the configuration's UNIX path.
     case request(configPath: String, ControlRequest)
+    /// `--check`: read and validate the configuration, report, exit.
+    case check(configPath: String)
     case help
     case version
 }
@@ -26,6 +28,7 @@ public enum DaemonArguments {
     public static func parse(_ arguments: [String]) throws(UsageError) -> DaemonInvocation {
         var configPath = defaultConfigPath
         var daemonize = false
+        var check = false
         var action: ControlRequest?
         var actionFlag: String?
         var xml = false
@@ -60,6 +63,8 @@ public enum DaemonArguments {
                 configPath = arguments[index]
             case "-d":
                 daemonize = true
+            case "--check":
+                check = true
             case "-h", "--help":
                 return .help
             case "-v", "--version":
@@ -109,6 +114,11 @@ public enum DaemonArguments {
             index += 1
         }
         _ = xml
+        if check {
+            if let actionFlag { throw UsageError(message: "--check validates the configuration; it cannot be combined with \(actionFlag)") }
+            if daemonize { throw UsageError(message: "--check validates the configuration; it cannot be combined with -d") }
+            return .check(configPath: configPath)
+        }
         if let action {
             if daemonize { throw UsageError(message: "-d starts the daemon; it cannot be combined with \(actionFlag!)") }
             return .request(configPath: configPath, action)
@@ -121,6 +131,7 @@ public enum DaemonArguments {
 
         Usage: ctsyncd [-C FILE] [-d]                 run the daemon (foreground unless -d)
                ctsyncd [-C FILE] ACTION              ask the running daemon
+               ctsyncd --check [-C FILE]             validate the configuration and exit
 
         Actions:
           -i [ct|expect] [-x]    dump the internal cache (-x: XML)
@@ -134,7 +145,8 @@ public enum DaemonArguments {
           -k                     stop the daemon
           -c, -B, -n             commit, bulk send, request resync (with replication)
         Options:
-          -C FILE                configuration (default /etc/conntrackd/conntrackd.conf)
+          -C FILE                configuration (default: the first of \(DaemonConfig.packagePath) and
+                                 \(DaemonConfig.conntrackdPath) that exists)
           -d                     run in the background
           -h, -v                 help, version
 

@@ -11,19 +11,66 @@ import SystemCalls
 /// Where the daemon's log lines go: stderr in the foreground, a file (`LogFile`), syslog
 /// (`Syslog`), any combination. Lines look like conntrackd's:
 /// `[Wed Nov 25 12:00:00 2026] (pid=1234) [notice] message`.
+///
+/// When stderr is systemd's journal (`$JOURNAL_STREAM` names it), a line is `<4>message`: the
+/// journal reads the priority from the prefix and adds the time and pid itself. With `Syslog`
+/// on as well, the line goes to syslog only, which reaches the same journal: once, not twice.
 final class DaemonLogSink: @unchecked Sendable {
     // Written only before the daemon starts its loop, then read from the daemon thread.
     private let lock = NSLock()
     private var file: UnsafeMutablePointer<FILE>?
+    private let filePath: String?
     private var toStderr: Bool
+    private let stderrIsJournal: Bool
     private var toSyslog: Bool
 
-    init(stderr: Bool, filePath: String?, syslogFacility: String?) throws {
-        toStderr = stderr
+    init(
+        stderr: Bool, filePath: String?, syslogFacility: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws {
+        stderrIsJournal = stderr && Self.isJournal(descriptor: 2, journalStream: environment["JOURNAL_STREAM"])
         toSyslog = syslogFacility != nil
+        toStderr = stderr && !(stderrIsJournal && toSyslog)
+        self.filePath = filePath
         if let filePath { file = try Self.openAppending(filePath, what: "log file") }
         if let facility = syslogFacility {
             openlog("ctsyncd", LOG_PID, Self.facility(named: facility))
+        }
+    }
+
+    /// systemd sets `JOURNAL_STREAM=DEVICE:INODE` for a service whose stderr is the journal;
+    /// the descriptor is the journal if it is still that file (not redirected since).
+    static func isJournal(descriptor: Int32, journalStream: String?) -> Bool {
+        guard let journalStream else { return false }
+        let parts = journalStream.split(separator: ":")
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { return false }
+        return UInt64(status.st_dev) == device && UInt64(status.st_ino) == inode
+    }
+
+    /// The journal's form of a line: the syslog priority in angle brackets, then the message.
+    static func journalLine(priority: Int32, _ message: String) -> String {
+        "<\(priority)>\(message.replacingOccurrences(of: "\n", with: " "))\n"
+    }
+
+    /// SIGHUP (logrotate): the log file is closed and opened again at its path, so lines go to
+    /// the new file once the old one was moved away. False, with the error logged, if it
+    /// cannot be opened (the old one stays in use).
+    @discardableResult
+    func reopen() -> Bool {
+        guard let filePath else { return true }
+        do {
+            let fresh = try Self.openAppending(filePath, what: "log file")
+            lock.lock()
+            let old = file
+            file = fresh
+            lock.unlock()
+            if let old { fclose(old) }
+            return true
+        } catch {
+            write(level: .error, "reopening the log file: \(error)")
+            return false
         }
     }
 
@@ -86,7 +133,7 @@ final class DaemonLogSink: @unchecked Sendable {
         let line = "[\(when)] (pid=\(getpid())) [\(name)] \(message)\n"
         lock.lock()
         defer { lock.unlock() }
-        if toStderr { writeStandardError(line) }
+        if toStderr { writeStandardError(stderrIsJournal ? Self.journalLine(priority: priority, message) : line) }
         if let file { fputs(line, file) }
         if toSyslog { message.withCString { withVaList([$0]) { vsyslog(priority, "%s", $0) } } }
     }

@@ -13,17 +13,28 @@ import SystemCalls
 /// tool's layout with the layer 3 shown, so existing log parsers keep working. Line-buffered.
 final class FlowLog {
     private var file: UnsafeMutablePointer<FILE>?
+    private let path: String?
     private let toSyslog: Bool
     private let format = FlowTextFormat(extended: true)
     private(set) var written = 0
 
     init(_ config: StatsConfig) throws {
-        if let path = config.logFile { file = try DaemonLogSink.openAppending(path, what: "Stats LogFile") }
+        path = config.logFile
+        if let path { file = try DaemonLogSink.openAppending(path, what: "Stats LogFile") }
         toSyslog = config.syslogFacility != nil
         if let facility = config.syslogFacility { openlog("ctsyncd", LOG_PID, DaemonLogSink.facility(named: facility)) }
     }
 
     deinit { if let file { fclose(file) } }
+
+    /// SIGHUP (logrotate): the file is opened again at its path; the old one stays in use if
+    /// that fails.
+    func reopen() throws {
+        guard let path else { return }
+        let fresh = try DaemonLogSink.openAppending(path, what: "Stats LogFile")
+        if let file { fclose(file) }
+        file = fresh
+    }
 
     /// Records a flow that ended (the kernel's destroy event: counters included when the
     /// kernel keeps them, `nf_conntrack_acct`).

@@ -59,7 +59,14 @@ extension Daemon {
                 log.notice("signal \(number) received, stopping")
                 running = false
             case SIGHUP:
-                log.notice("SIGHUP received (configuration is read at start; restart to apply changes)")
+                // logrotate's signal: the log files are opened again at their paths. The
+                // configuration is read at start only (restart to apply changes).
+                if logSink.reopen() { log.notice("SIGHUP received: log files reopened (the configuration is read at start only)") }
+                do {
+                    try environment.flowLog?.reopen()
+                } catch {
+                    log.error("SIGHUP: \(error)")
+                }
             default: break
             }
         }

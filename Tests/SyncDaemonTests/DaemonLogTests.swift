@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+@testable import SyncDaemon
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Log lines for the journal, and logrotate's SIGHUP.
+@Suite struct DaemonLogTests {
+    func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "ctsync-log-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func reopenFollowsTheRotatedPath() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/ctsyncd.log"
+        let sink = try DaemonLogSink(stderr: false, filePath: path, syslogFacility: nil, environment: [:])
+        sink.write(level: .notice, "before the rotation")
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        sink.write(level: .notice, "still into the moved file")
+        #expect(sink.reopen())
+        sink.write(level: .warning, "after the rotation")
+        sink.close()
+        let old = try String(contentsOfFile: path + ".1", encoding: .utf8)
+        let new = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(old.contains("before the rotation") && old.contains("still into the moved file") && !old.contains("after"))
+        #expect(new.contains("[warning] after the rotation") && !new.contains("before"))
+    }
+
+    @Test func journalStreamIsRecognisedByDeviceAndInode() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fd = open(directory + "/stream", O_CREAT | O_RDWR, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var status = stat()
+        #expect(fstat(fd, &status) == 0)
+        #expect(DaemonLogSink.isJournal(descriptor: fd, journalStream: "\(status.st_dev):\(status.st_ino)"))
+        #expect(!DaemonLogSink.isJournal(descriptor: fd, journalStream: "\(status.st_dev):\(status.st_ino + 1)"))
+        #expect(!DaemonLogSink.isJournal(descriptor: fd, journalStream: nil))
+        #expect(!DaemonLogSink.isJournal(descriptor: fd, journalStream: "garbage"))
+        #expect(DaemonLogSink.journalLine(priority: LOG_WARNING, "peer silent\nfor 5 s") == "<4>peer silent for 5 s\n")
+    }
+}
