@@ -25,8 +25,13 @@ public struct CtsyncCommand: ParsableCommand {
     /// Parses and runs, mapping failures to ctsync's exit codes: 0 ok, 1 runtime failure,
     /// 2 usage error. Messages go to stderr prefixed with `ctsync:`.
     public static func main(_ arguments: [String]? = nil) -> Never {
+        let given = arguments ?? Array(CommandLine.arguments.dropFirst())
+        if let problem = CommandPath.unknownSubcommand(in: given) {
+            writeStandardError("ctsync: \(problem)\n")
+            Glibc.exit(2)
+        }
         do {
-            var command = try parseAsRoot(arguments)
+            var command = try parseAsRoot(given)
             try command.run()
             Glibc.exit(0)
         } catch let error as CLIError {
@@ -44,9 +49,76 @@ public struct CtsyncCommand: ParsableCommand {
             if let code = error as? ExitCode {
                 Glibc.exit(code.rawValue)
             }
-            writeStandardError("ctsync: \(fullMessage(for: error))\n")
+            // One line: the message and where to read more (not the whole usage text).
+            writeStandardError("ctsync: \(oneLineMessage(for: error)) (see '\(CommandPath.of(given)) --help')\n")
             Glibc.exit(code == .validationFailure ? 2 : (code.rawValue == 64 ? 2 : code.rawValue))
         }
+    }
+}
+
+extension CtsyncCommand {
+    /// The argument parser's message without its "Error: " prefix and without the help and
+    /// usage lines it appends.
+    static func oneLineMessage(for error: Error) -> String {
+        var text = message(for: error)
+        if text.hasPrefix("Error: ") { text.removeFirst("Error: ".count) }
+        let first = text.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? text
+        return first.trimmingCharacters(in: .whitespaces)
+    }
+}
+
+/// The subcommands named on a command line, and a mistyped one caught before the argument
+/// parser reports it as an "unexpected argument".
+enum CommandPath {
+    /// The commands a line of arguments names, as help shows them: `ctsync kernel list`.
+    static func of(_ arguments: [String]) -> String {
+        walk(arguments).path.joined(separator: " ")
+    }
+
+    /// "unknown subcommand 'lis' for 'ctsync kernel'; did you mean 'list'? (...)", or nil.
+    static func unknownSubcommand(in arguments: [String]) -> String? {
+        let (path, unknown, choices) = walk(arguments)
+        guard let unknown else { return nil }
+        let suggestion = closest(to: unknown, among: choices).map { "; did you mean '\($0)'?" } ?? ""
+        return "unknown subcommand '\(unknown)' for '\(path.joined(separator: " "))'\(suggestion) (one of: \(choices.joined(separator: ", ")))"
+    }
+
+    private static func walk(_ arguments: [String]) -> (path: [String], unknown: String?, choices: [String]) {
+        var command: ParsableCommand.Type = CtsyncCommand.self
+        var path = ["ctsync"]
+        for argument in arguments {
+            let subcommands = command.configuration.subcommands
+            guard !subcommands.isEmpty, !argument.hasPrefix("-"), argument != "help" else { break }
+            let names = subcommands.compactMap { $0.configuration.commandName }
+            guard let next = subcommands.first(where: { $0.configuration.commandName == argument }) else {
+                return (path, argument, names)
+            }
+            command = next
+            path.append(argument)
+        }
+        return (path, nil, [])
+    }
+
+    /// The choice within two edits of `word`, or the only one it is a prefix of.
+    static func closest(to word: String, among choices: [String]) -> String? {
+        let prefixed = choices.filter { $0.hasPrefix(word) }
+        if prefixed.count == 1 { return prefixed[0] }
+        let scored = choices.map { ($0, distance(word, $0)) }.filter { $0.1 <= 2 }.sorted { $0.1 < $1.1 }
+        return scored.first?.0
+    }
+
+    /// Levenshtein distance.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var previous = Array(0...b.count)
+        for i in 1...max(1, a.count) where !a.isEmpty {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(1, b.count) where !b.isEmpty {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return a.isEmpty ? b.count : previous[b.count]
     }
 }
 

@@ -52,7 +52,10 @@ case .request(let path, let request):
             if let report, report.failed > 0 { exit(1) }
         } else {
             let answer = try ControlClient.send(request, path: config.general.unixPath)
-            FileHandle.standardOutput.write(Data(answer))
+            // conntrackd prints nothing for the actions that only do something (-f, -F, -R,
+            // -t, -B, -n, -k); scripts that compare its output keep working. `ctsync` shows
+            // their answers.
+            if request.printsAnswer { FileHandle.standardOutput.write(Data(answer)) }
         }
     } catch {
         fail("\(error)", 1)
@@ -73,3 +76,13 @@ case .run(let path, let daemonize):
     exit(daemon.run(onReady: { if isChild { Background.ready() } }))
 }
 exit(0)
+
+extension ControlRequest {
+    /// Dumps and statistics print; the actions do not.
+    var printsAnswer: Bool {
+        switch self {
+        case .flushCache, .flushKernel, .resync, .resetTimers, .sendBulk, .requestResync, .kill: return false
+        default: return true
+        }
+    }
+}

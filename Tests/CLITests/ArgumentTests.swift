@@ -43,20 +43,20 @@ func parseError(_ arguments: [String]) -> String? {
     }
 
     @Test(arguments: [
-        (["kernel", "list", "-s", "198.18.0.300"], "bad address '198.18.0.300' for -s/--src"),
-        (["kernel", "list", "-d", "198.18.0.0/40"], "bad address '198.18.0.0/40' for -d/--dst"),
-        (["kernel", "list", "-p", "tcpx"], "unknown protocol 'tcpx' for -p/--proto"),
+        (["kernel", "list", "-s", "198.18.0.300"], "The value '198.18.0.300' is invalid for '-s <src>': expected an IPv4 or IPv6 address"),
+        (["kernel", "list", "-d", "198.18.0.0/40"], "The value '198.18.0.0/40' is invalid for '-d <dst>'"),
+        (["kernel", "list", "-p", "tcpx"], "The value 'tcpx' is invalid for '-p <proto>': unknown protocol: expected tcp"),
         (["kernel", "list", "--state", "OPENED"], "unknown tcp state 'OPENED' for --state"),
         (["kernel", "list", "-p", "udp", "--state", "ESTABLISHED"], "udp flows have no state"),
         (["kernel", "list", "-p", "icmp", "--sport", "5"], "--sport/--dport need a protocol with ports; icmp has none"),
-        (["kernel", "list", "--dport", "70000"], "bad port '70000' for --dport"),
-        (["kernel", "list", "-m", "x"], "bad mark 'x' for -m/--mark"),
-        (["kernel", "list", "-u", "ASSURD"], "unknown status 'ASSURD' for -u/--status"),
-        (["kernel", "list", "-f", "ipv5"], "unknown family 'ipv5' for -f/--family"),
+        (["kernel", "list", "--dport", "70000"], "The value '70000' is invalid for '--dport <dport>': expected a port number 0-65535"),
+        (["kernel", "list", "-m", "x"], "The value 'x' is invalid for '-m <mark>'"),
+        (["kernel", "list", "-u", "ASSURD"], "The value 'ASSURD' is invalid for '-u <status>': unknown status"),
+        (["kernel", "list", "-f", "ipv5"], "The value 'ipv5' is invalid for '-f <family>': unknown family: expected ipv4 or ipv6"),
         (["kernel", "list", "-f", "ipv6", "-s", "198.18.0.1"], "-s 198.18.0.1 is not an ipv6 address"),
-        (["kernel", "list", "-w", "65536"], "bad zone '65536' for -w/--zone"),
+        (["kernel", "list", "-w", "65536"], "The value '65536' is invalid for '-w <zone>': expected a number 0-65535"),
         (["kernel", "list", "-o", "yaml"], "yaml"),
-        (["kernel", "list", "--label", "128"], "bad label '128' for --label"),
+        (["kernel", "list", "--label", "128"], "The value '128' is invalid for '--label <label>': expected a bit number 0-127"),
         (["kernel", "delete"], "delete needs at least one filter"),
         (["kernel", "events", "-e", "CREATED"], "bad event mask 'CREATED'"),
         (["kernel", "events", "--count", "0"], "--count must be positive"),
@@ -66,6 +66,77 @@ func parseError(_ arguments: [String]) -> String? {
     func badArgumentsAreNamed(_ arguments: [String], _ expected: String) throws {
         let message = try #require(parseError(arguments))
         #expect(message.contains(expected), "\(message)")
+        // Said once: the rejected value appears a single time in the message.
+        if let value = expected.split(separator: "'").dropFirst().first, expected.hasPrefix("The value") {
+            #expect(message.components(separatedBy: "'\(value)'").count == 2, "\(message)")
+        }
+    }
+}
+
+/// One `-o` vocabulary: flow listings take every value, reports text and json only, and
+/// help shows values rather than a type.
+@Suite struct OutputArgumentTests {
+    @Test func flowListingsTakeEveryValue() throws {
+        for value in ["text", "extended", "id", "extended,id", "json", "xml"] {
+            for command in [["kernel", "list"], ["kernel", "events"], ["cache", "internal"]] {
+                #expect(parseError(command + ["-o", value]) == nil, "\(command) -o \(value)")
+            }
+        }
+        let list = try #require(try CtsyncCommand.parseAsRoot(["kernel", "list", "-o", "xml"]) as? KernelList)
+        #expect(list.output.format.style == .xml)
+        #expect(parseError(["kernel", "list", "-o", "xml,json"]) != nil)
+        #expect(parseError(["kernel", "list", "-o", "json,id"]) != nil)
+    }
+
+    @Test(arguments: [
+        ["commit"], ["stats"], ["kernel", "count"], ["kernel", "delete", "-p", "tcp"], ["flush", "internal"], ["resync"], ["bulk"],
+        ["health"],
+    ])
+    func reportsTakeTextOrJSON(_ command: [String]) throws {
+        #expect(parseError(command + ["-o", "json"]) == nil)
+        #expect(parseError(command + ["-o", "text"]) == nil)
+        for value in ["id", "xml", "extended"] {
+            let message = try #require(parseError(command + ["-o", value]), "\(command) -o \(value) accepted")
+            #expect(message.contains("'text' and 'json'"), "\(message)")
+        }
+    }
+
+    @Test func helpShowsValuesNotTypes() {
+        func words(_ text: String) -> String { text.split(whereSeparator: \.isWhitespace).joined(separator: " ") }
+        let list = words(KernelList.helpMessage(columns: 200))
+        #expect(list.contains("values: text, extended, id, json, xml; default: text") && !list.contains("OutputFormat("), "\(list)")
+        let commit = words(CommitCommand.helpMessage(columns: 200))
+        #expect(commit.contains("values: text, json; default: text") && !commit.contains("Format("), "\(commit)")
+    }
+}
+
+/// A mistyped subcommand gets a suggestion; errors are one line.
+@Suite struct CommandPathTests {
+    @Test func suggestsTheClosestSubcommand() {
+        #expect(CommandPath.unknownSubcommand(in: ["kernel", "lis"])?.hasPrefix("unknown subcommand 'lis' for 'ctsync kernel'; did you mean 'list'?") == true)
+        #expect(CommandPath.unknownSubcommand(in: ["comit"])?.contains("did you mean 'commit'?") == true)
+        #expect(CommandPath.unknownSubcommand(in: ["kernl", "list"])?.contains("did you mean 'kernel'?") == true)
+        #expect(CommandPath.unknownSubcommand(in: ["zzzzzz"])?.contains("did you mean") == false)
+        #expect(CommandPath.unknownSubcommand(in: ["kernel", "list", "-p", "tcp"]) == nil)
+        #expect(CommandPath.unknownSubcommand(in: ["flush", "internal"]) == nil)
+        #expect(CommandPath.unknownSubcommand(in: ["help", "kernel"]) == nil)
+        #expect(CommandPath.of(["kernel", "list", "-s", "x"]) == "ctsync kernel list")
+    }
+
+    @Test func errorsAreOneLine() throws {
+        do {
+            _ = try CtsyncCommand.parseAsRoot(["kernel", "list", "-p", "tpc"])
+            Issue.record("parsed")
+        } catch {
+            let line = CtsyncCommand.oneLineMessage(for: error)
+            #expect(!line.contains("\n") && !line.hasPrefix("Error:") && line.contains("'tpc'"), "\(line)")
+        }
+    }
+
+    @Test func flushNeedsToBeToldWhat() throws {
+        let message = try #require(parseError(["flush"]))
+        #expect(message.contains("flush needs to be told what: internal, external, all (both caches) or kernel"), "\(message)")
+        #expect(parseError(["flush", "all"]) == nil)
     }
 }
 
@@ -111,7 +182,7 @@ func parseError(_ arguments: [String]) -> String? {
             ["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "5", "--state", "SYN"],
             "unknown tcp state 'SYN'"
         ),
-        (["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1/24", "-d", "198.18.0.2"], "bad address '198.18.0.1/24' for -s/--src"),
+        (["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1/24", "-d", "198.18.0.2"], "The value '198.18.0.1/24' is invalid for '-s <src>': expected an IPv4 or IPv6 address"),
         (["kernel", "insert", "--file", "x", "-p", "tcp"], "either --file or the flow's options"),
         (["kernel", "insert", "--file", "x", "--batch-size", "0"], "--batch-size must be 1-65536"),
         (["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "-5"], "-t <timeout>"),

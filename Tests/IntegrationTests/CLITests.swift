@@ -91,6 +91,12 @@ import Testing
             "--state", "SYN_SENT", "-t", "60",
         ])
         #expect(insert.status == 0)
+        // conntrack -L -o xml's document: a header, one <flow> a line, the closing tag.
+        let xml = try ns.ctsync(["kernel", "list", "-o", "xml"])
+        let xmlLines = xml.stdout.split(separator: "\n").map(String.init)
+        #expect(xml.status == 0 && xmlLines.count == 4, "\(xml.stdout)")
+        #expect(xmlLines.first == "<?xml version=\"1.0\" encoding=\"utf-8\"?>" && xmlLines[1] == "<conntrack>" && xmlLines.last == "</conntrack>")
+        #expect(xmlLines.count == 4 && xmlLines[2].hasPrefix("<flow><meta direction=\"original\">") && xmlLines[2].contains("198.18.7.1"))
         #expect(try ns.ctsync(["kernel", "update", "-p", "tcp", "-m", "5"]).status == 0)
         #expect(try ns.ctsync(["kernel", "delete", "-p", "tcp"]).status == 0)
         let done = Date().addingTimeInterval(20)
@@ -117,7 +123,9 @@ import Testing
         #expect(again.stderr.contains("File exists"), "\(again.stderr)")
         let usage = try ns.ctsync(["kernel", "list", "-s", "nonsense"])
         #expect(usage.status == 2)
-        #expect(usage.stderr.contains("bad address 'nonsense' for -s/--src"))
+        #expect(
+            usage.stderr == "ctsync: The value 'nonsense' is invalid for '-s <src>': expected an IPv4 or IPv6 address, optionally with /prefix"
+                + " (see 'ctsync kernel list --help')\n", "\(usage.stderr)")
         let badFile = try ns.ctsync(
             ["kernel", "insert", "--file", "-"], input: "{\"proto\":\"udp\"}\n{\"proto\":\"udp\",\"original\":{\"src\":\"1.2.3.4\",\"dst\":\"x\"}}\n")
         #expect(badFile.status == 2)

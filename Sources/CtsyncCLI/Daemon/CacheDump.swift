@@ -16,20 +16,41 @@ struct CacheCommand: ParsableCommand {
     @OptionGroup var filter: FlowFilterOptions
     @OptionGroup var daemon: DaemonOptions
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: "text (conntrackd's -i layout), xml, or json.")
-    var format: String = "text"
+    @OptionGroup var output: OutputOptions
 
     func validate() throws {
         guard CacheName(rawValue: which) != nil else { throw ValidationError("unknown cache '\(which)': expected internal or external") }
-        guard DumpFormat(rawValue: format) != nil else { throw ValidationError("unknown output '\(format)' for -o: expected text, xml or json") }
     }
 
     func run() throws {
         let criteria = filter.filter
-        let answer = try daemon.send(
-            .dump(CacheName(rawValue: which)!, format: DumpFormat(rawValue: format)!, filter: criteria.isEmpty ? nil : criteria))
-        FileHandle.standardOutput.write(Data(answer))
-        let lines = answer.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+        let cache = CacheName(rawValue: which)!
+        let format = output.format
+        // text is conntrackd's -i layout and xml its -x, both from the daemon; extended and id
+        // are conntrack's line layout with more fields, printed here from the JSON dump.
+        let dumpFormat: DumpFormat =
+            switch format.style {
+            case .xml: .xml
+            case .json: .json
+            case .text: format.extended || format.showID ? .json : .text
+            }
+        let answer = try daemon.send(.dump(cache, format: dumpFormat, filter: criteria.isEmpty ? nil : criteria))
+        var lines = 0
+        if format.style == .text && dumpFormat == .json {
+            let sink = OutputSink()
+            let text = format.textFormat
+            for line in answer.split(separator: 10) where !line.isEmpty {
+                guard let flow = try? line.withUnsafeBytes({ try FlowJSON.decode(bytes: $0) }) else {
+                    throw CLIError.failure("the daemon's dump has a line that is not a flow: \(String(decoding: line.prefix(200), as: UTF8.self))")
+                }
+                sink.line { text.write(flow, into: &$0) }
+                lines += 1
+            }
+            sink.flush()
+        } else {
+            FileHandle.standardOutput.write(Data(answer))
+            lines = answer.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+        }
         summary("\(lines) flow entries in the \(which) cache.")
     }
 }
@@ -40,13 +61,17 @@ struct FlushCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flush", abstract: "Flush the daemon's caches (internal, external, all) or, with 'kernel', the kernel table.")
 
-    @Argument(help: "internal, external, all (default) or kernel")
-    var what: String = "all"
+    @Argument(help: "internal, external, all (both caches) or kernel; required: the external cache is the backup's only copy of the peer's flows")
+    var what: String?
 
     @OptionGroup var daemon: DaemonOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func validate() throws {
+        guard let what else {
+            throw ValidationError(
+                "flush needs to be told what: internal, external, all (both caches) or kernel (the external cache is the backup's only copy of the peer's flows)")
+        }
         guard ["internal", "external", "all", "kernel"].contains(what) else {
             throw ValidationError("unknown target '\(what)': expected internal, external, all or kernel")
         }
@@ -54,6 +79,7 @@ struct FlushCommand: ParsableCommand {
 
     func run() throws {
         let request: ControlRequest
+        let what = self.what ?? ""
         switch what {
         case "internal": request = .flushCache(.internal)
         case "external": request = .flushCache(.external)
@@ -80,7 +106,7 @@ struct ResyncCommand: ParsableCommand {
     var request = false
 
     @OptionGroup var daemon: DaemonOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func run() throws {
         if request {
@@ -103,7 +129,7 @@ struct BulkCommand: ParsableCommand {
         commandName: "bulk", abstract: "Send the daemon's whole internal cache to the peer (ctsyncd -B).")
 
     @OptionGroup var daemon: DaemonOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func run() throws {
         let answer = try daemon.send(.sendBulk)
@@ -124,7 +150,7 @@ struct CommitCommand: ParsableCommand {
         abstract: "Inject the daemon's external cache into the kernel table (ctsyncd -c): create new flows, update existing ones.")
 
     @OptionGroup var daemon: DaemonOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func run() throws {
         let answer = try daemon.send(.commit, timeoutSeconds: 3600)

@@ -23,8 +23,8 @@ struct HealthCommand: ParsableCommand {
     @Option(name: .customLong("loss-timeout"), help: "Seconds our messages may wait for an acknowledgement (FTFW).")
     var lossTimeout: Double = 5
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: "text or json.")
-    var output: String = "text"
+    @OptionGroup var outputOptions: ReportOutputOptions
+    var output: String { outputOptions.format.style.rawValue }
 
     @OptionGroup var daemon: DaemonOptions
 
@@ -35,7 +35,6 @@ struct HealthCommand: ParsableCommand {
         guard lossTimeout > 0, lossTimeout <= 3600 else {
             throw ValidationError("--loss-timeout must be between 0 and 3600 seconds, got \(lossTimeout)")
         }
-        guard output == "text" || output == "json" else { throw ValidationError("-o/--output for health takes text or json, got '\(output)'") }
     }
 
     func run() throws {

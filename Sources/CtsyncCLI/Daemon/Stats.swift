@@ -13,7 +13,7 @@ struct StatsCommand: ParsableCommand {
     var section: String = "general"
 
     @OptionGroup var daemon: DaemonOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func validate() throws {
         if section != "general" && StatsSection(prefix: section) == nil {

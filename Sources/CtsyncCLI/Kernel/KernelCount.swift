@@ -7,7 +7,7 @@ struct KernelCount: ParsableCommand {
         commandName: "count", abstract: "Count flows (the kernel's counter; with filters, the matching flows).")
 
     @OptionGroup var filter: FlowFilterOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func run() throws {
         try requireRoot("counting the conntrack table")

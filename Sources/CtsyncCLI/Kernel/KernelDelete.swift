@@ -11,7 +11,7 @@ struct KernelDelete: ParsableCommand {
         commandName: "delete", abstract: "Delete the flows matching the filters (at least one filter is required).")
 
     @OptionGroup var filter: FlowFilterOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func validate() throws {
         if filter.filter.isEmpty {

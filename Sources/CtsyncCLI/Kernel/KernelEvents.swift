@@ -77,6 +77,7 @@ struct KernelEvents: ParsableCommand {
     static func render(_ event: FlowEvent, at time: Double, format: OutputFormat) -> String {
         let stamp = String(format: "%.6f", time)
         guard let flow = event.flow else {
+            if format.style == .xml { return "<!-- overrun at \(stamp): events lost (ENOBUFS), a resync from a dump is owed -->" }
             if format.style == .json {
                 return "{\"event\":\"overrun\",\"timestamp\":\(stamp),\"detail\":\"events lost (ENOBUFS): a resync from a dump is owed\"}"
             }
@@ -84,6 +85,11 @@ struct KernelEvents: ParsableCommand {
         }
         if format.style == .json {
             return FlowJSON.encode(flow, extra: [("event", "\"\(event.name.lowercased())\""), ("timestamp", stamp)])
+        }
+        if format.style == .xml {
+            // conntrack -E -o xml: the event type on the element.
+            let element = FlowXML.element(flow)
+            return "<flow type=\"\(event.name.lowercased())\">" + element.dropFirst("<flow>".count)
         }
         return "[\(stamp)]\t" + format.textFormat.line(flow, event: event.name)
     }

@@ -8,7 +8,7 @@ struct KernelFlush: ParsableCommand {
         abstract: "Empty the kernel table (-f for one family; other filters delete only the matches).")
 
     @OptionGroup var filter: FlowFilterOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func run() throws {
         try requireRoot("flushing the conntrack table")

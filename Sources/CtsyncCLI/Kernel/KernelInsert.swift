@@ -224,7 +224,7 @@ struct KernelInsert: ParsableCommand {
     @OptionGroup var spec: FlowSpecOptions
     @OptionGroup var batch: BatchOptions
     @OptionGroup var generate: GenerateOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func validate() throws {
         if generate.count != nil {

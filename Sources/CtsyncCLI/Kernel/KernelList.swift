@@ -1,5 +1,6 @@
 import ArgumentParser
 import Conntrack
+import FlowModel
 
 /// `ctsync kernel list`: like `conntrack -L`, but every family unless `-f` says otherwise.
 struct KernelList: ParsableCommand {
@@ -17,15 +18,18 @@ struct KernelList: ParsableCommand {
         let format = output.format
         let text = format.textFormat
         var shown = 0
+        // conntrack -o xml: a document around one <flow> element a line.
+        if format.style == .xml { sink.line("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<conntrack>") }
         try table.dump(family: criteria.family) { flow in
             guard criteria.matches(flow) else { return }
             shown += 1
-            if format.style == .json {
-                sink.line(FlowJSON.encode(flow))
-            } else {
-                sink.line { text.write(flow, into: &$0) }
+            switch format.style {
+            case .json: sink.line(FlowJSON.encode(flow))
+            case .xml: sink.line(FlowXML.element(flow))
+            case .text: sink.line { text.write(flow, into: &$0) }
             }
         }
+        if format.style == .xml { sink.line("</conntrack>") }
         sink.flush()
         summary("\(shown) flow entries have been shown.")
     }

@@ -26,7 +26,7 @@ struct KernelUpdate: ParsableCommand {
     var addLabels: [Int] = []
 
     @OptionGroup var batch: BatchOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var output: ReportOutputOptions
 
     func validate() throws {
         let changes = mark != nil || timeout != nil || status != nil || !addLabels.isEmpty

@@ -1,12 +1,14 @@
 import ArgumentParser
 import Conntrack
 
-/// Argument parsers shared by every subcommand; each error names the option and what it wanted.
+/// Argument parsers shared by every subcommand. Their errors say only what was expected: the
+/// argument parser puts the value and the option in front ("The value 'tpc' is invalid for
+/// '-p <proto>': unknown protocol: expected tcp, ..."), so nothing is said twice.
 enum ArgumentParsing {
     static func address(_ option: String) -> @Sendable (String) throws -> AddressMatch {
         { text in
             guard let a = AddressMatch(text) else {
-                throw ValidationError("bad address '\(text)' for \(option): expected an IPv4 or IPv6 address, optionally with /prefix")
+                throw ValidationError("expected an IPv4 or IPv6 address, optionally with /prefix")
             }
             return a
         }
@@ -15,7 +17,7 @@ enum ArgumentParsing {
     static func exactAddress(_ option: String) -> @Sendable (String) throws -> IPAddress {
         { text in
             guard let a = IPAddress(text) else {
-                throw ValidationError("bad address '\(text)' for \(option): expected an IPv4 or IPv6 address")
+                throw ValidationError("expected an IPv4 or IPv6 address")
             }
             return a
         }
@@ -23,7 +25,7 @@ enum ArgumentParsing {
 
     static func port(_ option: String) -> @Sendable (String) throws -> UInt16 {
         { text in
-            guard let p = UInt16(text) else { throw ValidationError("bad port '\(text)' for \(option): expected 0-65535") }
+            guard let p = UInt16(text) else { throw ValidationError("expected a port number 0-65535") }
             return p
         }
     }
@@ -31,14 +33,14 @@ enum ArgumentParsing {
     static func proto(_ text: String) throws -> L4Protocol {
         guard let p = L4Protocol(name: text) else {
             throw ValidationError(
-                "unknown protocol '\(text)' for -p/--proto: expected tcp, udp, udplite, icmp, icmpv6, sctp, dccp, gre or a number 0-255")
+                "unknown protocol: expected tcp, udp, udplite, icmp, icmpv6, sctp, dccp, gre or a number 0-255")
         }
         return p
     }
 
     static func family(_ text: String) throws -> AddressFamily {
         guard let f = AddressFamily(name: text) else {
-            throw ValidationError("unknown family '\(text)' for -f/--family: expected ipv4 or ipv6")
+            throw ValidationError("unknown family: expected ipv4 or ipv6")
         }
         return f
     }
@@ -46,7 +48,7 @@ enum ArgumentParsing {
     static func mark(_ option: String) -> @Sendable (String) throws -> MarkMatch {
         { text in
             guard let m = MarkMatch(text) else {
-                throw ValidationError("bad mark '\(text)' for \(option): expected a 32-bit number, optionally /mask (decimal or 0x hex)")
+                throw ValidationError("expected a 32-bit number, optionally /mask (decimal or 0x hex)")
             }
             return m
         }
@@ -55,7 +57,7 @@ enum ArgumentParsing {
     static func status(_ text: String) throws -> FlowStatus {
         guard let s = FlowStatus(list: text) else {
             throw ValidationError(
-                "unknown status '\(text)' for -u/--status: expected a comma list of \(FlowStatus.bitNames.joined(separator: ", ")) or UNSET")
+                "unknown status: expected a comma list of \(FlowStatus.bitNames.joined(separator: ", ")) or UNSET")
         }
         return s
     }
@@ -64,7 +66,7 @@ enum ArgumentParsing {
         { text in
             let value: T? = text.lowercased().hasPrefix("0x") ? T(text.dropFirst(2), radix: 16) : T(text)
             guard let value else {
-                throw ValidationError("bad \(what) '\(text)' for \(option): expected a number 0-\(T.max)")
+                throw ValidationError("expected a number 0-\(T.max)")
             }
             return value
         }
@@ -72,7 +74,7 @@ enum ArgumentParsing {
 
     static func label(_ text: String) throws -> Int {
         guard let n = Int(text), (0...FlowLabels.maxBit).contains(n) else {
-            throw ValidationError("bad label '\(text)' for --label: expected a bit number 0-\(FlowLabels.maxBit)")
+            throw ValidationError("expected a bit number 0-\(FlowLabels.maxBit)")
         }
         return n
     }
