@@ -113,7 +113,9 @@ func parseError(_ arguments: [String]) -> String? {
 /// A mistyped subcommand gets a suggestion; errors are one line.
 @Suite struct CommandPathTests {
     @Test func suggestsTheClosestSubcommand() {
-        #expect(CommandPath.unknownSubcommand(in: ["kernel", "lis"])?.hasPrefix("unknown subcommand 'lis' for 'ctsync kernel'; did you mean 'list'?") == true)
+        #expect(
+            CommandPath.unknownSubcommand(in: ["kernel", "lis"])?.hasPrefix("unknown subcommand 'lis' for 'ctsync kernel'; did you mean 'list'?")
+                == true)
         #expect(CommandPath.unknownSubcommand(in: ["comit"])?.contains("did you mean 'commit'?") == true)
         #expect(CommandPath.unknownSubcommand(in: ["kernl", "list"])?.contains("did you mean 'kernel'?") == true)
         #expect(CommandPath.unknownSubcommand(in: ["zzzzzz"])?.contains("did you mean") == false)
@@ -182,7 +184,10 @@ func parseError(_ arguments: [String]) -> String? {
             ["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "5", "--state", "SYN"],
             "unknown tcp state 'SYN'"
         ),
-        (["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1/24", "-d", "198.18.0.2"], "The value '198.18.0.1/24' is invalid for '-s <src>': expected an IPv4 or IPv6 address"),
+        (
+            ["kernel", "insert", "-p", "tcp", "-s", "198.18.0.1/24", "-d", "198.18.0.2"],
+            "The value '198.18.0.1/24' is invalid for '-s <src>': expected an IPv4 or IPv6 address"
+        ),
         (["kernel", "insert", "--file", "x", "-p", "tcp"], "either --file or the flow's options"),
         (["kernel", "insert", "--file", "x", "--batch-size", "0"], "--batch-size must be 1-65536"),
         (["kernel", "insert", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "-5"], "-t <timeout>"),

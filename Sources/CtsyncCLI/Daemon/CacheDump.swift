@@ -70,7 +70,8 @@ struct FlushCommand: ParsableCommand {
     func validate() throws {
         guard let what else {
             throw ValidationError(
-                "flush needs to be told what: internal, external, all (both caches) or kernel (the external cache is the backup's only copy of the peer's flows)")
+                "flush needs to be told what: internal, external, all (both caches) or kernel (the external cache is the backup's only copy of the peer's flows)"
+            )
         }
         guard ["internal", "external", "all", "kernel"].contains(what) else {
             throw ValidationError("unknown target '\(what)': expected internal, external, all or kernel")
