@@ -18,6 +18,7 @@ enum ConfigBlock: CaseIterable, Sendable {
     case options
     case auth
     case stats
+    case metrics
     case helper
     case helperType
     case helperPolicy
@@ -41,6 +42,7 @@ enum ConfigBlock: CaseIterable, Sendable {
         case .options: return "Sync.Options"
         case .auth: return "Sync.Auth"
         case .stats: return "Stats"
+        case .metrics: return "Metrics"
         case .helper: return "Helper"
         case .helperType: return "Helper.Type"
         case .helperPolicy: return "Helper.Type.Policy"
@@ -49,7 +51,7 @@ enum ConfigBlock: CaseIterable, Sendable {
 
     var keywords: Set<ConfigKeyword> {
         switch self {
-        case .top: return [.general, .sync, .stats, .helper]
+        case .top: return [.general, .sync, .stats, .metrics, .helper]
         case .general:
             return [
                 .hashSize, .hashLimit, .logFile, .syslog, .lockFile, .unix, .netlinkBufferSize, .socketBufferSize,
@@ -81,6 +83,7 @@ enum ConfigBlock: CaseIterable, Sendable {
             ]
         case .options: return [.tcpWindowTracking, .expectationSync, .ignoreReceived, .updateDelay]
         case .auth: return [.keyFile, .algorithm, .nodeId]
+        case .metrics: return [.ipv4Address, .ipv6Address, .port]
         case .stats: return [.logFile, .syslog]
         // conntrackd's grammar also takes QueueNum, QueueLen and Policy directly in Helper and
         // a Type inside a Type (helper_type doubles as helper_type_line); their values then

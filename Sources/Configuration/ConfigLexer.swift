@@ -28,6 +28,7 @@ enum ConfigKeyword: String, CaseIterable, Sendable {
     case general = "General"
     case sync = "Sync"
     case stats = "Stats"
+    case metrics = "Metrics"
     case socketBufferSize = "SocketBufferSize"
     case socketBufferSizeMaxGrown = "SocketBufferSizeMaxGrown"
     case socketBufferSizeMaxGrowth = "SocketBufferSizeMaxGrowth"

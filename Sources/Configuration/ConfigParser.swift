@@ -27,6 +27,8 @@ struct ConfigParser {
     private var statsToken: ConfigToken?
     private var statsSyslogToken: ConfigToken?
     private var helper: HelperConfig?
+    private var metrics: MetricsConfig?
+    private var metricsToken: ConfigToken?
 
     /// Values above this are rejected: conntrackd reads numbers with atoi() into a C int, and
     /// a larger value is undefined behaviour there (in practice a wrapped, wrong value).
@@ -58,18 +60,20 @@ struct ConfigParser {
                 try parseSync(t)
             case .keyword(.stats):
                 try parseStats(t)
+            case .keyword(.metrics):
+                try parseMetrics(t)
             case .keyword(.helper):
                 record(t, block: nil, name: "Helper", repeatable: true)
                 try parseHelper(t)
             case .keyword(let k):
                 let homes = ConfigBlock.blocks(accepting: k).map(\.label)
                 let hint = homes.isEmpty ? "" : "; \(k.rawValue) belongs in \(list(homes))"
-                throw error(t, "'\(t.text)' outside any section (expected General, Sync, Stats or Helper)\(hint)")
+                throw error(t, "'\(t.text)' outside any section (expected General, Sync, Stats, Metrics or Helper)\(hint)")
             case .word:
-                throw error(t, "unknown section '\(t.text)' (expected General, Sync, Stats or Helper)\(caseHint(t.text, in: .top))")
+                throw error(t, "unknown section '\(t.text)' (expected General, Sync, Stats, Metrics or Helper)\(caseHint(t.text, in: .top))")
             default:
                 if t.isCloseBrace { throw error(t, "unexpected '}' at the top level: no block is open") }
-                throw error(t, "expected a section (General, Sync, Stats or Helper), got \(t.quoted)")
+                throw error(t, "expected a section (General, Sync, Stats, Metrics or Helper), got \(t.quoted)")
             }
         }
     }
@@ -100,7 +104,8 @@ struct ConfigParser {
             (a.element.line, a.element.column, a.offset) < (b.element.line, b.element.column, b.offset)
         }.map(\.element)
         return DaemonConfig(
-            path: file, general: general, sync: syncConfig, stats: stats, helper: helper, settings: settings, warnings: ordered)
+            path: file, general: general, sync: syncConfig, stats: stats, helper: helper, metrics: metrics, settings: settings,
+            warnings: ordered)
     }
 
     // MARK: - Tokens, errors, settings
@@ -1031,6 +1036,39 @@ struct ConfigParser {
             }
         }
         stats = config
+    }
+
+    // MARK: - Metrics
+
+    /// `Metrics { IPv4_address 127.0.0.1 | IPv6_address ::1; Port 9497 }` (new in ctsync): the
+    /// Prometheus endpoint. Either address, not both; both options have defaults.
+    private mutating func parseMetrics(_ open: ConfigToken) throws(ConfigError) {
+        if let metricsToken {
+            throw error(open, "Metrics is written twice (first at \(metricsToken.line):\(metricsToken.column)): give one Metrics block")
+        }
+        metricsToken = open
+        record(open, block: nil, name: "Metrics")
+        let path = "Metrics"
+        try openBrace("Metrics")
+        var config = MetricsConfig()
+        var addressToken: ConfigToken?
+        while let option = try nextOption(in: .metrics, path: path, opened: open) {
+            let (t, k) = (option.token, option.keyword)
+            record(t, block: path, name: k.canonicalName)
+            switch k {
+            case .ipv4Address, .ipv6Address:
+                if let addressToken {
+                    throw error(t, "\(t.text) in \(path): the address is already given at \(addressToken.line):\(addressToken.column)")
+                }
+                addressToken = t
+                config.address = try address(t, in: path, family: k == .ipv4Address ? .ipv4 : .ipv6, allowPrefix: false).network.address
+            case .port:
+                config.port = UInt16(try number(t, in: path, range: 1...65535, expects: "a port number from 1 to 65535"))
+            default:
+                throw error(t, "unknown option '\(t.text)' in \(path)")
+            }
+        }
+        metrics = config
     }
 
     // MARK: - Helper

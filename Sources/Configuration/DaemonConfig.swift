@@ -1,3 +1,5 @@
+import FlowModel
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -34,6 +36,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var stats: StatsConfig?
     /// The `Helper` section; nil when absent.
     public var helper: HelperConfig?
+    /// The `Metrics` section (ctsync's Prometheus endpoint); nil when absent: no endpoint.
+    public var metrics: MetricsConfig?
     /// Every section, block and option written in the file, in file order.
     public var settings: [ConfigSetting]
     /// Things conntrackd would warn about, or that override earlier values: worth logging.
@@ -41,8 +45,9 @@ public struct DaemonConfig: Sendable, Equatable {
 
     public init(
         path: String, general: GeneralConfig = GeneralConfig(), sync: SyncConfig? = nil, stats: StatsConfig? = nil,
-        helper: HelperConfig? = nil, settings: [ConfigSetting] = [], warnings: [ConfigWarning] = []
+        helper: HelperConfig? = nil, metrics: MetricsConfig? = nil, settings: [ConfigSetting] = [], warnings: [ConfigWarning] = []
     ) {
+        self.metrics = metrics
         self.path = path
         self.general = general
         self.sync = sync
@@ -85,7 +90,8 @@ public struct DaemonConfig: Sendable, Equatable {
             "General.Scheduler.Type", "General.Scheduler.Priority", "General.Filter",
             "Sync", "Sync.Options", "Sync.Options.TCPWindowTracking", "Sync.Options.IgnoreReceived", "Sync.CommitTimeout", "Sync.PurgeTimeout",
             "Sync.RefreshTime", "Sync.CacheTimeout",
-            "Stats", "Stats.LogFile", "Stats.Syslog",
+            "Stats", "Stats.LogFile", "Stats.Syslog", "Metrics", "Metrics.IPv4_address", "Metrics.IPv6_address", "Metrics.Port",
+            "Sync.Auth", "Sync.Auth.KeyFile", "Sync.Auth.Algorithm", "Sync.Auth.NodeId", "Sync.Options.UpdateDelay",
         ]
         for policy in ["Accept", "Ignore"] {
             paths.insert("General.Filter.Protocol \(policy)")
@@ -204,4 +210,19 @@ private func readFile(_ path: String) throws(ReadFailure) -> [UInt8] {
         if result.count > 16 << 20 { throw ReadFailure(reason: "file is larger than 16 MiB") }
     }
     return result
+}
+
+/// `Metrics { IPv4_address A | IPv6_address A; Port P }` (new in ctsync; conntrackd rejects it):
+/// where the daemon serves its figures in Prometheus' text format (`GET /metrics`). Off
+/// without the block; the defaults keep it on the loopback.
+public struct MetricsConfig: Sendable, Equatable {
+    public static let defaultPort: UInt16 = 9497
+    public var address: IPAddress = IPAddress(ipv4: 0x7F00_0001)
+    public var port: UInt16 = MetricsConfig.defaultPort
+
+    public init() {}
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
 }

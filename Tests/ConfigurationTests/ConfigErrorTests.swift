@@ -14,9 +14,12 @@ import Testing
             "General {\n    Lockfile /run/x.lock\n}\n",
             "test.conf:2:5: unknown option 'Lockfile' in General; did you mean 'LockFile'? (names are case-sensitive)"
         ),
-        ("General {\n    Port 3780\n}\n", "test.conf:2:5: unknown option 'Port' in General; Port belongs in Sync.UDP or Sync.TCP"),
-        ("Global {\n}\n", "test.conf:1:1: unknown section 'Global' (expected General, Sync, Stats or Helper)"),
-        ("HashSize 10\n", "test.conf:1:1: 'HashSize' outside any section (expected General, Sync, Stats or Helper); HashSize belongs in General"),
+        ("General {\n    Port 3780\n}\n", "test.conf:2:5: unknown option 'Port' in General; Port belongs in Sync.UDP, Sync.TCP or Metrics"),
+        ("Global {\n}\n", "test.conf:1:1: unknown section 'Global' (expected General, Sync, Stats, Metrics or Helper)"),
+        (
+            "HashSize 10\n",
+            "test.conf:1:1: 'HashSize' outside any section (expected General, Sync, Stats, Metrics or Helper); HashSize belongs in General"
+        ),
         (
             "Stats {\n    NetlinkEventsReliable no\n}\n",
             "test.conf:2:5: unknown option 'NetlinkEventsReliable' in Stats; NetlinkEventsReliable belongs in General"

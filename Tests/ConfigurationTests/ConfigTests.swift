@@ -591,6 +591,30 @@ enum ConfigFixtures {
         #expect(active.contains("Sync.TCP.Port") && active.contains("Sync.TCP.ErrorQueueLength"))
         #expect(active.contains("Stats.LogFile") && active.contains("Stats.Syslog"))
         #expect(!active.contains("Helper"))
+        // ctsync's own blocks are acted on (the daemon must not log them as "not acted on").
+        for path in [
+            "Sync.Auth", "Sync.Auth.KeyFile", "Sync.Auth.Algorithm", "Sync.Auth.NodeId", "Sync.Options.UpdateDelay", "Metrics", "Metrics.Port",
+        ] {
+            #expect(active.contains(path), "\(path)")
+        }
+    }
+
+    @Test func metricsBlock() throws {
+        #expect(try ConfigFixtures.parse("General { }\n").metrics == nil)
+        let defaults = try ConfigFixtures.parse("Metrics { }\n")
+        #expect(defaults.metrics == MetricsConfig(address: IPAddress("127.0.0.1")!, port: 9497))
+        let given = try ConfigFixtures.parse("Metrics {\n IPv6_address ::1\n Port 9100\n}\n")
+        #expect(given.metrics == MetricsConfig(address: IPAddress("::1")!, port: 9100))
+        #expect(given.inactiveSettings().isEmpty)
+        for (text, message) in [
+            ("Metrics { Port 0 }\n", "Port in Metrics expects a port number from 1 to 65535"),
+            ("Metrics { IPv4_address 198.18.0.1\n IPv6_address ::1 }\n", "the address is already given at 1:11"),
+            ("Metrics { IPv4_address ::1 }\n", "IPv4_address in Metrics"),
+            ("Metrics { }\nMetrics { }\n", "Metrics is written twice (first at 1:1)"),
+            ("Metrics { HashSize 5 }\n", "HashSize"),
+        ] {
+            #expect(ConfigFixtures.errorText(text)?.contains(message) == true, "\(text): \(ConfigFixtures.errorText(text) ?? "parsed")")
+        }
     }
 
     @Test func everyRepoExampleSettingIsClassified() throws {

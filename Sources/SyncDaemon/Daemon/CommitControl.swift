@@ -49,6 +49,7 @@ extension Daemon {
         stats.commitCreated += report.created
         stats.commitUpdated += report.updated
         stats.commitFailed += report.failed
+        metrics?.commitEnded(seconds: report.seconds)
         log.notice("\(report.summary)")
         let reply: ControlReply
         if report.failed > 0 && report.created + report.updated == 0 && report.attempted > 0 {

@@ -34,6 +34,9 @@ public final class Daemon {
     var stats = RuntimeStats()
     var lock: LockFile?
     var control: ControlServer?
+    /// The `Metrics` endpoint and its metrics, when configured.
+    var metricsServer: MetricsServer?
+    var metrics: DaemonMetrics?
     var listener: EventListener?
     let filter: FlowAcceptance
     let notifier = SystemdNotifier()
@@ -169,6 +172,11 @@ public final class Daemon {
         } catch {
             throw DaemonError.startup("control socket: \(error)")
         }
+        if let metricsConfig = config.metrics {
+            metricsServer = try MetricsServer(metricsConfig)
+            metrics = DaemonMetrics()
+            log.notice("metrics: serving GET /metrics on \(metricsServer!.address)")
+        }
         stats.startedAt = monotonicMilliseconds() / 1000
 
         if general.pollSeconds > 0 {
@@ -276,6 +284,8 @@ public final class Daemon {
         if config.general.systemd { notifier.notify("STOPPING=1") }
         control?.close()
         control = nil
+        metricsServer?.close()
+        metricsServer = nil
         listener = nil
         lock?.release()
         lock = nil
@@ -293,6 +303,7 @@ public final class Daemon {
         case link(Int)
         case commit
         case control
+        case metrics
     }
 
     private func loop() {
@@ -320,7 +331,15 @@ public final class Daemon {
                     sources.append(.control)
                 }
             }
-            let deadline = [node.nextDeadline, nextWatchdog, control?.nextDeadline, environment.links?.nextDeadline].compactMap { $0 }.min()
+            let metricsStart = descriptors.count
+            if let metricsServer {
+                for descriptor in metricsServer.pollDescriptors() {
+                    descriptors.append(descriptor)
+                    sources.append(.metrics)
+                }
+            }
+            let deadline = [node.nextDeadline, nextWatchdog, control?.nextDeadline, environment.links?.nextDeadline, metricsServer?.nextDeadline]
+                .compactMap { $0 }.min()
             // Events already queued (drained, not yet handled) are work to do now.
             let eventsQueued = (listener?.pendingCount ?? 0) > 0
             let timeout = eventsQueued ? 0 : deadline.map { Int32(clamping: max(0, $0 - now)) } ?? 1000
@@ -335,10 +354,13 @@ public final class Daemon {
                 case .events: if let listener { readEvents(listener) }
                 case .link(let link): receiveFromPeer(link: link, ready: descriptors[index])
                 case .commit: if let committer { commitFinished(committer) }
-                case .control: break  // serviced together below
+                case .control, .metrics: break  // serviced together below
                 }
             }
-            control?.service(Array(descriptors[controlStart...]), now: monotonicMilliseconds(), handle: handleRequest)
+            control?.service(Array(descriptors[controlStart..<metricsStart]), now: monotonicMilliseconds(), handle: handleRequest)
+            if let metricsServer, let metrics {
+                metricsServer.service(Array(descriptors[metricsStart...]), now: monotonicMilliseconds()) { metrics.render(statistics()) }
+            }
             runTimers()
             node.transmit(now: monotonicMilliseconds(), environment: environment)
         }

@@ -69,6 +69,26 @@ struct DaemonStatistics: Codable, Equatable {
         var coalesced: Int = 0
         var peerSilences: Int = 0
         var stallRepairs: Int = 0
+        /// Milliseconds since the peer was last heard (any message the mode took); nil: never.
+        var peerHeardMsAgo: Int64?
+        /// Every dedicated link, in configuration order.
+        var links: [Link] = []
+    }
+
+    /// One dedicated link: whether it can send now (a TCP link: connected), whether it is the
+    /// one sending, and its traffic.
+    struct Link: Codable, Equatable {
+        var interface: String
+        var kind: String
+        var up: Bool
+        var current: Bool
+        var datagramsSent: UInt64
+        var datagramsReceived: UInt64
+        var bytesSent: UInt64
+        var bytesReceived: UInt64
+        var sendErrors: UInt64
+        var receiveErrors: UInt64
+        var unknownPeer: UInt64
     }
 
     struct Auth: Codable, Equatable {
@@ -178,6 +198,15 @@ extension Daemon {
             sync?.coalesced = e.coalesced
             sync?.peerSilences = node.peerSilences
             sync?.stallRepairs = node.stallRepairs
+            sync?.peerHeardMsAgo = node.peerHeardAt.map { max(0, monotonicMilliseconds() - $0) }
+            sync?.links = links.links.enumerated().map { index, link in
+                let c = link.counters
+                return DaemonStatistics.Link(
+                    interface: link.config.interface, kind: link.config.kind.rawValue.lowercased(), up: link.canSend,
+                    current: index == node.currentLink, datagramsSent: c.datagramsSent, datagramsReceived: c.datagramsReceived,
+                    bytesSent: c.bytesSent, bytesReceived: c.bytesReceived, sendErrors: c.sendErrors, receiveErrors: c.receiveErrors,
+                    unknownPeer: c.unknownPeer)
+            }
             if let a = links.auth?.authenticator {
                 let c = a.counters
                 sync?.auth = DaemonStatistics.Auth(

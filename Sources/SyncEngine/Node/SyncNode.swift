@@ -127,7 +127,7 @@ public struct SyncNode: Sendable {
     /// Sync health (`SyncNode+Health.swift`): when the peer was last heard (a message the mode
     /// took), when we asked for its table and when it acknowledged that, when a flow of its
     /// last arrived and one was last refused, whether the first table has come in whole.
-    var peerHeardAt: Int64?
+    public internal(set) var peerHeardAt: Int64?
     var peerSilenceLogged = false
     var tableRequestedAt: Int64?
     var tableRequestPending = false
