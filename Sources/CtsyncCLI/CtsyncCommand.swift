@@ -16,7 +16,7 @@ public struct CtsyncCommand: ParsableCommand {
         version: CtsyncVersion.string,
         subcommands: [
             KernelCommand.self, StatsCommand.self, CacheCommand.self, FlushCommand.self, ResyncCommand.self, BulkCommand.self, CommitCommand.self,
-            HealthCommand.self,
+            HealthCommand.self, TopCommand.self,
         ]
     )
 

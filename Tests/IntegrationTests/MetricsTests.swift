@@ -81,5 +81,14 @@ import Testing
         #expect((sync["peer_heard_ms_ago"] as? Int ?? -1) >= 0)
 
         #expect(try scrape(pair.b, "/nothing").status == 404)
+
+        // ctsync top: two frames (not a terminal), the second with rates.
+        let top = try pair.b.ctsync(["top", "-n", "2", "-i", "0.2", "-C", db.configPath])
+        #expect(top.status == 0, "\(top.stderr)")
+        #expect(top.stdout.components(separatedBy: "ctsync top - ").count == 3, "\(top.stdout)")
+        #expect(top.stdout.contains("sync FTFW") && top.stdout.contains("external 20 flows"), "\(top.stdout)")
+        let linkLines = top.stdout.split(separator: "\n").filter { $0.hasPrefix("\(pair.linkName)b") }
+        #expect(linkLines.count == 2 && linkLines.allSatisfy { $0.contains("udp") && $0.contains("up") && $0.contains("yes") }, "\(top.stdout)")
+        #expect(linkLines.last.map { !$0.contains(" -  ") } == true, "\(top.stdout)")
     }
 }
