@@ -1,5 +1,6 @@
 import ArgumentParser
 import Conntrack
+import Foundation
 import Testing
 
 @testable import CtsyncCLI
@@ -213,5 +214,23 @@ func parseError(_ arguments: [String]) -> String? {
         let update = try #require(command as? KernelUpdate)
         #expect(update.mark == MarkMatch(value: 5, mask: 0xf))
         #expect(update.timeout == 60)
+    }
+}
+
+/// The manuals name every subcommand and every action flag there is (they are written, not
+/// generated: a command added without its manual entry fails here).
+@Suite struct ManualTests {
+    static var root: String {
+        URL(fileURLWithPath: #filePath).resolvingSymlinksInPath().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+    }
+
+    @Test func ctsyncManualNamesEverySubcommand() throws {
+        let manual = try String(contentsOfFile: Self.root + "/docs/man/ctsync.8", encoding: .utf8)
+        var names = CtsyncCommand.configuration.subcommands.compactMap { $0.configuration.commandName }
+        names += KernelCommand.configuration.subcommands.compactMap { $0.configuration.commandName }.map { "kernel \($0)" }
+        for name in names {
+            #expect(manual.contains(".B \(name)") || manual.contains(".BR \(name) "), "docs/man/ctsync.8 does not describe '\(name)'")
+        }
     }
 }
