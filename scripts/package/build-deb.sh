@@ -18,13 +18,23 @@ arch=$(dpkg --print-architecture)
 echo "build-deb: building release binaries (static Swift runtime)" >&2
 # A separate build directory: the static and the ordinary release builds do not overwrite
 # each other's objects.
-swift build -c release --static-swift-stdlib --scratch-path .build/static --product ctsyncd >&2
-swift build -c release --static-swift-stdlib --scratch-path .build/static --product ctsync >&2
-bin=$(swift build -c release --static-swift-stdlib --scratch-path .build/static --show-bin-path)
+# Foundation's C++ parts would load libstdc++ and libgcc_s: linked in too. The Swift runtime's
+# link line asks for -lstdc++ by name, so a folder that holds only GCC's static libstdc++.a is
+# searched first, and clang links libgcc statically (-static-libgcc).
+libstdcxx=$(g++ -print-file-name=libstdc++.a)
+[ -f "$libstdcxx" ] || { echo "build-deb: no static libstdc++ (install libstdc++-12-dev)" >&2; exit 1; }
+static_libs=$(pwd)/.build/static-libs
+mkdir -p "$static_libs"
+ln -sf "$libstdcxx" "$static_libs/libstdc++.a"
+flags=(-c release --static-swift-stdlib --scratch-path .build/static -Xlinker -L"$static_libs"
+    -Xswiftc -Xclang-linker -Xswiftc -static-libgcc)
+swift build "${flags[@]}" --product ctsyncd >&2
+swift build "${flags[@]}" --product ctsync >&2
+bin=$(swift build "${flags[@]}" --show-bin-path)
 
 # What the binaries load besides glibc's own libraries must be what Depends names.
 for b in ctsyncd ctsync; do
-    extra=$(ldd "$bin/$b" | awk '{print $1}' | grep -vE '^(linux-vdso|/lib64/ld-linux|libc|libm|libpthread|libdl|librt|libutil|libresolv)\.' \
+    extra=$(ldd "$bin/$b" | awk '{print $1}' | grep -vE '^(linux-vdso\.|/lib64/ld-linux|lib(c|m|pthread|dl|rt|util|resolv)\.so)' \
         | grep -vE '^(libmnl|libnetfilter_conntrack|libnfnetlink)\.so' || true)
     [ -z "$extra" ] || { echo "build-deb: $b loads libraries the package does not depend on: $extra" >&2; exit 1; }
 done
