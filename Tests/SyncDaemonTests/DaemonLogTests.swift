@@ -46,4 +46,20 @@ import Testing
         #expect(!DaemonLogSink.isJournal(descriptor: fd, journalStream: "garbage"))
         #expect(DaemonLogSink.journalLine(priority: LOG_WARNING, "peer silent\nfor 5 s") == "<4>peer silent for 5 s\n")
     }
+
+    /// Under systemd with Syslog on, a line goes through syslog only (which feeds the same
+    /// journal): once, not twice. Without Syslog, stderr carries it with its priority.
+    @Test func oneLinePerMessageInTheJournal() throws {
+        var status = stat()
+        #expect(fstat(2, &status) == 0)
+        let journal = ["JOURNAL_STREAM": "\(status.st_dev):\(status.st_ino)"]
+        let both = try DaemonLogSink(stderr: true, filePath: nil, syslogFacility: "daemon", environment: journal)
+        #expect(both.stderrIsJournal && !both.toStderr)
+        both.close()
+        let alone = try DaemonLogSink(stderr: true, filePath: nil, syslogFacility: nil, environment: journal)
+        #expect(alone.stderrIsJournal && alone.toStderr)
+        let terminal = try DaemonLogSink(stderr: true, filePath: nil, syslogFacility: "daemon", environment: [:])
+        #expect(!terminal.stderrIsJournal && terminal.toStderr)
+        terminal.close()
+    }
 }

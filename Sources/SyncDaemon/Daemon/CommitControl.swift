@@ -50,7 +50,8 @@ extension Daemon {
         stats.commitUpdated += report.updated
         stats.commitFailed += report.failed
         metrics?.commitEnded(seconds: report.seconds)
-        log.notice("\(report.summary)")
+        // Flows that did not get into the kernel will be missing after the takeover: a warning.
+        if report.failed > 0 { log.warning("\(report.summary)") } else { log.notice("\(report.summary)") }
         let reply: ControlReply
         if report.failed > 0 && report.created + report.updated == 0 && report.attempted > 0 {
             reply = .failure("commit failed: \(report.summary)")

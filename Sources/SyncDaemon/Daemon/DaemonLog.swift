@@ -20,8 +20,8 @@ final class DaemonLogSink: @unchecked Sendable {
     private let lock = NSLock()
     private var file: UnsafeMutablePointer<FILE>?
     private let filePath: String?
-    private var toStderr: Bool
-    private let stderrIsJournal: Bool
+    private(set) var toStderr: Bool
+    private(set) var stderrIsJournal: Bool
     private var toSyslog: Bool
 
     init(
