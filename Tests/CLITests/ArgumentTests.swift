@@ -136,6 +136,13 @@ func parseError(_ arguments: [String]) -> String? {
         }
     }
 
+    @Test func topRefusesBadTimings() {
+        #expect(parseError(["top", "-i", "0"])?.contains("--interval must be between 0.2 and 60 seconds") == true)
+        #expect(parseError(["top", "-i", "1e9"])?.contains("--interval must be between 0.2 and 60 seconds") == true)
+        #expect(parseError(["top", "-n", "0"])?.contains("--iterations must be at least 1") == true)
+        #expect(parseError(["top", "-n", "3", "-i", "0.5"]) == nil)
+    }
+
     @Test func flushNeedsToBeToldWhat() throws {
         let message = try #require(parseError(["flush"]))
         #expect(message.contains("flush needs to be told what: internal, external, all (both caches) or kernel"), "\(message)")

@@ -63,3 +63,30 @@ import Testing
         terminal.close()
     }
 }
+
+/// The metrics endpoint's request handling with broken and hostile requests.
+@Suite struct MetricsRequestTests {
+    func status(_ line: String) -> String {
+        var served = 0
+        var refused = 0
+        let answer = MetricsServer.respond(to: line, render: { Array("x 1\n".utf8) }, counted: &served, refused: &refused)
+        return String(decoding: answer.prefix { $0 != 13 }, as: UTF8.self)
+    }
+
+    @Test func onlyGetMetricsIsServed() {
+        #expect(status("GET /metrics HTTP/1.1") == "HTTP/1.1 200 OK")
+        #expect(status("GET /metrics?x=1 HTTP/1.0") == "HTTP/1.1 200 OK")
+        #expect(status("GET /etc/passwd HTTP/1.1") == "HTTP/1.1 404 Not Found")
+        #expect(status("POST /metrics HTTP/1.1") == "HTTP/1.1 405 Method Not Allowed")
+        #expect(status("\u{0}\u{1}garbage") == "HTTP/1.1 400 Bad Request")
+        #expect(status("") == "HTTP/1.1 400 Bad Request")
+        #expect(status("GET /metrics SSH-2.0") == "HTTP/1.1 400 Bad Request")
+    }
+
+    @Test func headerEndNeedsTheBlankLine() {
+        #expect(MetricsServer.headerEnd(Array("GET / HTTP/1.1\r\nHost: x\r\n".utf8)) == nil)
+        #expect(MetricsServer.headerEnd(Array("GET / HTTP/1.1\r\n\r\n".utf8)) == 18)
+        #expect(MetricsServer.headerEnd(Array("GET / HTTP/1.1\n\n".utf8)) == 16)
+        #expect(MetricsServer.headerEnd([UInt8](repeating: 65, count: MetricsServer.requestLimit + 1)) == nil)
+    }
+}
