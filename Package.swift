@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "SyncEngineTests", dependencies: ["SyncEngine", "SyncProtocol", "FlowModel", "TestSupport"]),
         .testTarget(name: "SyncAuthTests", dependencies: ["SyncAuth", "SyncProtocol", "TestSupport"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "FlowModel", "TestSupport"]),
-        .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "ControlProtocol", "Configuration", "TestSupport"]),
+        .testTarget(name: "SyncDaemonTests", dependencies: ["SyncDaemon", "SyncProtocol", "ControlProtocol", "Configuration", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CtsyncCLI", "Conntrack", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",

@@ -22,6 +22,10 @@ public struct StreamFramer: Sendable {
 
     public static let messageHeaderSize = 8
 
+    /// The first byte of a conntrackd message: version 1 in the high nibble, and a data type
+    /// (0-5: conntrack or expectation new, update, destroy) or the control type (10).
+    public static func isMessageStart(_ byte: UInt8) -> Bool { (0x10...0x15).contains(byte) || byte == 0x1a }
+
     /// Appends received bytes and hands every complete unit to `body`: for `.messages` one
     /// run of whole messages, for `.frames` each frame. Returns false on a framing error
     /// (the buffer is then emptied).
@@ -32,16 +36,25 @@ public struct StreamFramer: Sendable {
         input.withUnsafeBytes { all in
             switch framing {
             case .messages:
-                while all.count - end >= Self.messageHeaderSize {
-                    let length = Int(all[end + 2]) << 8 | Int(all[end + 3])
-                    guard length >= Self.messageHeaderSize else {
+                // A message is handed on once the next one's header is seen to be sound, or
+                // when it ends the bytes received: conntrackd takes a partial write for a whole
+                // one and goes on with its next message, so a cut message swallows the start
+                // of the next; what follows it is then no header, and neither is delivered.
+                var confirmed = start
+                var cursor = start
+                while all.count - cursor >= Self.messageHeaderSize {
+                    let length = Int(all[cursor + 2]) << 8 | Int(all[cursor + 3])
+                    guard Self.isMessageStart(all[cursor]), length >= Self.messageHeaderSize else {
                         failed = true
                         break
                     }
-                    if all.count - end < length { break }
-                    end += length
+                    confirmed = cursor
+                    if all.count - cursor < length { break }
+                    cursor += length
                 }
-                // The whole messages before a bad length are the peer's still.
+                if !failed && cursor == all.count { confirmed = cursor }
+                end = confirmed
+                // The whole messages before a bad header are the peer's still.
                 if end > start { body(UnsafeRawBufferPointer(rebasing: all[start..<end])) }
             case .frames(let headerSize, let lengthOffset, let trailer, let prefix):
                 while all.count - end >= headerSize {

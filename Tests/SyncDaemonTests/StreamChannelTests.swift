@@ -2,6 +2,7 @@ import Configuration
 import ControlProtocol
 import FlowModel
 import Foundation
+import SyncProtocol
 import Testing
 
 @testable import SyncDaemon
@@ -63,7 +64,7 @@ import Testing
 
     /// A header-only message (ALIVE-sized): version, type, length, sequence.
     func message(sequence: UInt32, length: Int = 8) -> [UInt8] {
-        var m: [UInt8] = [0, 4, UInt8(length >> 8), UInt8(length & 0xff)]
+        var m: [UInt8] = [0x1a, 0x10, UInt8(length >> 8), UInt8(length & 0xff)]
         withUnsafeBytes(of: sequence.bigEndian) { m += $0 }
         return m + [UInt8](repeating: 0, count: max(0, length - 8))
     }
@@ -88,7 +89,7 @@ import Testing
         var got = drive(channel, rounds: 4)
         #expect(Array(got.joined()) == pair)
         // A length below the header size cannot be a message: the connection is closed.
-        let bad: [UInt8] = [0, 4, 0, 3, 0, 0, 0, 9]
+        let bad: [UInt8] = [0x1a, 0x10, 0, 3, 0, 0, 0, 9]
         _ = bad.withUnsafeBytes { send(client, $0.baseAddress, $0.count, 0) }
         got = drive(channel, rounds: 4)
         #expect(got.isEmpty)
@@ -100,6 +101,32 @@ import Testing
             if poll(&p, 1, 50) > 0 { closed = recv(client, &byte, 1, Int32(MSG_DONTWAIT)) == 0 }
         }
         #expect(closed, "the channel should have closed the connection")
+    }
+
+    /// conntrackd counts a partial TCP write as whole and sends its next message: the stream
+    /// holds a message cut after 20 bytes, then the next message. The cut one swallows the next
+    /// one's start; neither is handed on, the messages before them are, and the connection goes.
+    @Test func aMessageCutByAPartialWriteIsNotDelivered() throws {
+        var framer = StreamFramer(.messages)
+        let whole = message(sequence: 1, length: 84)
+        let cut = Array(message(sequence: 2, length: 84)[0..<20])
+        let next = message(sequence: 3, length: 84) + message(sequence: 4, length: 84)
+        var delivered: [UInt8] = []
+        let ok = (whole + cut + next).withUnsafeBytes { bytes in framer.append(bytes) { delivered += Array($0) } }
+        #expect(!ok, "a stream out of step must be a framing error")
+        #expect(delivered == whole, "only the message before the cut: \(delivered.count) bytes")
+        // Split anywhere, a sound stream comes out whole and in order.
+        var again = StreamFramer(.messages)
+        let sound = whole + next
+        var out: [UInt8] = []
+        for cutAt in [0, 3, 8, 84, 85, 200, sound.count] {
+            out = []
+            again.reset()
+            for piece in [sound[0..<cutAt], sound[cutAt...]] {
+                #expect(Array(piece).withUnsafeBytes { again.append($0) { out += Array($0) } })
+            }
+            #expect(out == sound, "split at \(cutAt)")
+        }
     }
 
     @Test func sendsInOrderAndKeepsTheNewestWhileConnecting() throws {

@@ -48,7 +48,11 @@ final class StreamChannel: SyncLink {
     private var chunk = [UInt8](repeating: 0, count: 65536)
     /// Connections dropped because the incoming stream could not be framed.
     private(set) var framingErrors = 0
+    /// Retries after a failed connection: 100 ms, doubling up to 1 s (conntrackd retries each
+    /// second; a peer that starts a moment after us is reached within 100 ms).
     static let reconnectMilliseconds: Int64 = 1000
+    static let firstReconnectMilliseconds: Int64 = 100
+    private var reconnectDelay = StreamChannel.firstReconnectMilliseconds
 
     /// `framing`: conntrackd's messages, or authenticated frames when `Auth` is on.
     init(_ config: ChannelConfig, errorQueueLength: Int, framing: StreamFramer.Framing = .messages) throws(SystemCallError) {
@@ -109,7 +113,10 @@ final class StreamChannel: SyncLink {
         return out
     }
 
-    var nextDeadline: Int64? { outbound < 0 && !pending.isEmpty ? nextConnect : nil }
+    /// Connecting does not wait for something to send: the peer's sender reaches us, and our
+    /// HELLO reaches it, as early as possible (conntrackd forgets its unacknowledged messages on
+    /// each HELLO, so the sooner the greeting is over, the less it forgets).
+    var nextDeadline: Int64? { outbound < 0 ? nextConnect : nil }
 
     var canSend: Bool { isConnected ? pendingBytes < Self.connectedBacklogBytes : pending.count < pendingLimit }
 
@@ -134,6 +141,7 @@ final class StreamChannel: SyncLink {
                     return
                 }
                 connecting = false
+                reconnectDelay = Self.firstReconnectMilliseconds
             }
             if result.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 // The peer never sends on this connection: readable means closed or broken.
@@ -254,7 +262,8 @@ final class StreamChannel: SyncLink {
     }
 
     private func connect(now: Int64) {
-        nextConnect = now + Self.reconnectMilliseconds
+        nextConnect = now + reconnectDelay
+        reconnectDelay = min(reconnectDelay * 2, Self.reconnectMilliseconds)
         let fd = socket(
             peer.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
             0)
@@ -275,6 +284,7 @@ final class StreamChannel: SyncLink {
         }
         outbound = fd
         connecting = started != 0
+        if !connecting { reconnectDelay = Self.firstReconnectMilliseconds }
         // A message cut by the last connection's end is not continued on this one.
         if pendingOffset > 0 {
             pendingBytes -= pending[0].count - pendingOffset
@@ -294,6 +304,6 @@ final class StreamChannel: SyncLink {
         if outbound >= 0 { close(outbound) }
         outbound = -1
         connecting = false
-        nextConnect = max(nextConnect, now + Self.reconnectMilliseconds)
+        nextConnect = max(nextConnect, now + reconnectDelay)
     }
 }

@@ -80,10 +80,21 @@ extension SyncNode {
             env.log(.notice, "the peer is heard again after \((now - last) / 1000) s of silence")
             peerSilenceLogged = false
         }
-        if peerHeardAt == nil && tableRequestedAt == nil && !initialSyncComplete {
-            // First contact: the peer sends its table on our HELLO, unasked.
-            tableRequestedAt = now
-            tableRequestExplicit = false
+        if peerHeardAt == nil && tableRequestedAt == nil && !initialSyncComplete, mode != nil {
+            // First contact: ask for the peer's table. A ctsyncd peer announces it unasked, but
+            // conntrackd does not, and it forgets what it sent before our HELLO: it empties its
+            // resend queue on every HELLO, and over TCP it drops what it sends while its
+            // connection to us is still being made (1 s apart, ErrorQueueLength sends kept). A
+            // burst in that second never reached us and is never resent; the table brings it.
+            // ALARM answers no request: its refresh carries the table.
+            if case .alarm? = settings.sync?.mode {
+                tableRequestedAt = now
+                tableRequestExplicit = false
+            } else {
+                tableRequestedAt = now
+                tableRequestExplicit = true
+                mode!.requestResync()
+            }
         }
         peerHeardAt = now
         // ALARM has no table to ask for: hearing the peer is being in step with it.
