@@ -80,6 +80,7 @@ enum FlowMessageParser {
         var icmpID: UInt16?
         var sawIPv6Source = false
         var sawIPv6Destination = false
+        var zone: UInt16?
     }
 
     private static func tuple(_ buffer: UnsafeRawBufferPointer, family: AddressFamily) -> TupleFields? {
@@ -130,6 +131,10 @@ enum FlowMessageParser {
                     }
                     return true
                 }
+            case 3:  // CTA_TUPLE_ZONE: this direction's zone
+                guard attribute.payload.count == 2 else { return false }
+                t.zone = attribute.u16()
+                return true
             default:
                 return true
             }
@@ -301,6 +306,8 @@ enum FlowMessageParser {
             present.insert(.mark)
         }
         flow.zone = zone
+        if let z = original.zone { flow.originalZone = z }
+        if let z = reply?.zone { flow.replyZone = z }
         flow.use = use
         flow.id = id
         if let helper {

@@ -94,6 +94,58 @@ public final class KernelTable {
     }
 
     /// Every flow (of one family, or all).
+    /// Which table a dump reads: the live table, the same while zeroing its counters
+    /// (conntrack's `-L -z`), or the flows being destroyed or not yet confirmed.
+    public enum DumpKind: Sendable {
+        case table, zeroingCounters, dying, unconfirmed
+    }
+
+    /// Dumps one of the kernel's lists of flows.
+    public func dump(family: AddressFamily?, kind: DumpKind, _ body: (Flow) throws -> Void) throws {
+        let type: cntl_msg_types
+        switch kind {
+        case .table: type = IPCTNL_MSG_CT_GET
+        case .zeroingCounters: type = IPCTNL_MSG_CT_GET_CTRZERO
+        case .dying: type = IPCTNL_MSG_CT_GET_DYING
+        case .unconfirmed: type = IPCTNL_MSG_CT_GET_UNCONFIRMED
+        }
+        let seq = try sendRequest(type: type, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: family)
+        try receiveUntilDone(sequence: seq, operation: "dump") { message in
+            if let flow = Self.parseFlow(message) { try body(flow) }
+        }
+    }
+
+    /// The kernel's per-CPU conntrack statistics (conntrack `-S`): for each CPU, its number
+    /// and the counters it reported, named as conntrack names them, in attribute order.
+    public func cpuStatistics() throws -> [(cpu: Int, counters: [(String, UInt32)])] {
+        let names = [
+            "searched", "found", "new", "invalid", "ignore", "delete", "delete_list", "insert", "insert_failed", "drop",
+            "early_drop", "error", "search_restart", "clash_resolve", "chaintoolong",
+        ]
+        let seq = try sendRequest(type: IPCTNL_MSG_CT_GET_STATS_CPU, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: nil)
+        var result: [(cpu: Int, counters: [(String, UInt32)])] = []
+        try receiveUntilDone(sequence: seq, operation: "statistics") { message in
+            let bytes = message.bytes
+            let start = NetlinkMessage.headerSize + Int(ctsync_nfgenmsg_size())
+            guard bytes.count >= start else { return }
+            // nfgenmsg.res_id (big-endian) is the CPU.
+            let cpu = Int(UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: NetlinkMessage.headerSize + 2, as: UInt16.self)))
+            var counters: [(Int, UInt32)] = []
+            var offset = start
+            while bytes.count - offset >= 4 {
+                let length = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+                let type = Int(bytes.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self) & 0x3fff)
+                guard length >= 4, offset + length <= bytes.count else { break }
+                if length >= 8 { counters.append((type, UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))) }
+                offset += (length + 3) & ~3
+            }
+            counters.sort { $0.0 < $1.0 }
+            result.append(
+                (cpu, counters.map { (type, value) in (type >= 1 && type <= names.count ? names[type - 1] : "unknown\(type)", value) }))
+        }
+        return result
+    }
+
     public func dump(family: AddressFamily? = nil) throws -> [Flow] {
         var flows: [Flow] = []
         try dump(family: family) { flows.append($0) }

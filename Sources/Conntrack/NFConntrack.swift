@@ -58,7 +58,14 @@ enum NFConntrack {
             nfct_set_attr_u8(ct, ATTR_ICMP_CODE, icmp.code)
             nfct_set_attr_u16(ct, ATTR_ICMP_ID, icmp.id.bigEndian)
         }
-        if flow.zone != 0 || purpose == .create {
+        if let zone = flow.originalZone {
+            // A zone of one direction: the tuple carries it (CTA_TUPLE_ZONE); CTA_ZONE would
+            // say "both directions" and the kernel refuses the two together.
+            nfct_set_attr_u16(ct, ATTR_ORIG_ZONE, zone)
+        }
+        // The reply's zone travels in the reply tuple, which only creation and update carry.
+        if let zone = flow.replyZone, purpose == .create || purpose == .update { nfct_set_attr_u16(ct, ATTR_REPL_ZONE, zone) }
+        if flow.zone != 0 || (purpose == .create && flow.originalZone == nil && flow.replyZone == nil) {
             nfct_set_attr_u16(ct, ATTR_ZONE, flow.zone)
         }
         if purpose == .delete || purpose == .get {
@@ -222,6 +229,8 @@ enum NFConntrack {
         if has(ATTR_TIMEOUT) { flow.timeout = nfct_get_attr_u32(ct, ATTR_TIMEOUT) }
         if has(ATTR_MARK) { flow.mark = nfct_get_attr_u32(ct, ATTR_MARK) }
         if has(ATTR_ZONE) { flow.zone = nfct_get_attr_u16(ct, ATTR_ZONE) }
+        if has(ATTR_ORIG_ZONE) { flow.originalZone = nfct_get_attr_u16(ct, ATTR_ORIG_ZONE) }
+        if has(ATTR_REPL_ZONE) { flow.replyZone = nfct_get_attr_u16(ct, ATTR_REPL_ZONE) }
         if has(ATTR_USE) { flow.use = nfct_get_attr_u32(ct, ATTR_USE) }
         if has(ATTR_ID) { flow.id = nfct_get_attr_u32(ct, ATTR_ID) }
         if has(ATTR_HELPER_NAME), let name = nfct_get_attr(ct, ATTR_HELPER_NAME) {

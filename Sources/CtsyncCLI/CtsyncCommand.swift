@@ -26,6 +26,11 @@ public struct CtsyncCommand: ParsableCommand {
     /// 2 usage error. Messages go to stderr prefixed with `ctsync:`.
     public static func main(_ arguments: [String]? = nil) -> Never {
         let given = arguments ?? Array(CommandLine.arguments.dropFirst())
+        // conntrack's own command line (`ctsync -L ...`, or ctsync installed as `conntrack`).
+        let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") }
+        if ConntrackArguments.isConntrackLine(given) || (arguments == nil && invokedAs == "conntrack") {
+            ConntrackCommandLine.main(given)
+        }
         if let problem = CommandPath.unknownSubcommand(in: given) {
             writeStandardError("ctsync: \(problem)\n")
             Glibc.exit(2)

@@ -139,6 +139,10 @@ public struct FlowLabels: Hashable, Sendable {
         guard bit >= 0 && bit <= Self.maxBit else { return }
         if bit < 64 { words.0 |= 1 << UInt64(bit) } else { words.1 |= 1 << UInt64(bit - 64) }
     }
+    public mutating func remove(_ bit: Int) {
+        guard bit >= 0 && bit <= Self.maxBit else { return }
+        if bit < 64 { words.0 &= ~(1 << UInt64(bit)) } else { words.1 &= ~(1 << UInt64(bit - 64)) }
+    }
     public var bits: [Int] { (0...Self.maxBit).filter { contains($0) } }
     public static func == (a: FlowLabels, b: FlowLabels) -> Bool { a.words == b.words }
     public func hash(into h: inout Hasher) {
@@ -249,6 +253,16 @@ public struct Flow: Hashable, Sendable {
     public var counters: FlowCounters? {
         get { rare?.value.counters }
         set { if newValue != nil || rare != nil { modifyRare { $0.counters = newValue } } }
+    }
+    /// The zone of one direction only (conntrack's `--orig-zone`, `--reply-zone`; the kernel's
+    /// CTA_TUPLE_ZONE), when the flow's zone is not the same both ways.
+    public var originalZone: UInt16? {
+        get { rare?.value.originalZone }
+        set { if newValue != nil || rare != nil { modifyRare { $0.originalZone = newValue } } }
+    }
+    public var replyZone: UInt16? {
+        get { rare?.value.replyZone }
+        set { if newValue != nil || rare != nil { modifyRare { $0.replyZone = newValue } } }
     }
 
     /// Changes the out-of-line attributes: in place when this flow holds the only reference to
@@ -390,9 +404,12 @@ struct FlowRareAttributes: Hashable, Sendable {
     var helper: String?
     var sequenceAdjustment: NATSequenceAdjustment?
     var counters: FlowCounters?
+    var originalZone: UInt16?
+    var replyZone: UInt16?
 
     var isEmpty: Bool {
         sctp == nil && dccp == nil && labels.isEmpty && helper == nil && sequenceAdjustment == nil && counters == nil
+            && originalZone == nil && replyZone == nil
     }
 }
 

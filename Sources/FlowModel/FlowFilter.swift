@@ -105,7 +105,17 @@ public struct FlowFilter: Hashable, Sendable, Codable {
         if let replyDestinationPort, !(flow.proto.hasPorts && flow.reply.destinationPort == replyDestinationPort) {
             return false
         }
-        if let state, flow.stateName?.uppercased() != state.uppercased() { return false }
+        if let state {
+            // By the flow's protocol's own name for it (LISTEN is TCP's SYN_SENT2).
+            let wanted: String? =
+                switch flow.proto {
+                case .tcp: TCPState(name: state)?.name
+                case .sctp: SCTPState(name: state)?.name
+                case .dccp: DCCPState(name: state)?.name
+                default: nil
+                }
+            if flow.stateName == nil || flow.stateName != (wanted ?? state.uppercased()) { return false }
+        }
         if let mark, !mark.matches(flow.mark) { return false }
         if let zone, flow.zone != zone { return false }
         if let status, !flow.status.isSuperset(of: status) { return false }

@@ -45,9 +45,11 @@ public struct FlowTextFormat: Sendable {
             out.append(32)
         }
         tuple(flow.original, flow, reply: false, &out)
+        if let z = flow.originalZone { field("zone-orig=", UInt64(z), &out) }
         if let c = flow.counters { counters(c.originalPackets, c.originalBytes, &out) }
         if !flow.status.contains(.seenReply) { text("[UNREPLIED] ", &out) }
         tuple(flow.reply, flow, reply: true, &out)
+        if let z = flow.replyZone { field("zone-reply=", UInt64(z), &out) }
         if let c = flow.counters { counters(c.replyPackets, c.replyBytes, &out) }
         if flow.status.contains(.hwOffload) {
             text("[HW_OFFLOAD] ", &out)

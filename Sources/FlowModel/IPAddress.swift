@@ -121,4 +121,22 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         let lowMask: UInt64 = lowBits == 0 ? 0 : UInt64.max << UInt64(64 - lowBits)
         return high & highMask == network.high & highMask && low & lowMask == network.low & lowMask
     }
+
+    /// The netmask of a prefix length: `/24` is 255.255.255.0.
+    public static func mask(prefix: Int, family: AddressFamily) -> IPAddress {
+        let total = family == .ipv4 ? 32 : 128
+        let bits = max(0, min(prefix, total))
+        if family == .ipv4 { return IPAddress(ipv4: bits == 0 ? 0 : UInt32.max << UInt32(32 - bits)) }
+        let highBits = min(bits, 64)
+        let lowBits = max(0, bits - 64)
+        return IPAddress(
+            ipv6High: highBits == 0 ? 0 : UInt64.max << UInt64(64 - highBits), low: lowBits == 0 ? 0 : UInt64.max << UInt64(64 - lowBits))
+    }
+
+    /// True when `self` and `network` agree on every bit set in `mask` (any netmask, as
+    /// conntrack's `--mask-src`, not only a prefix).
+    public func matches(network: IPAddress, mask: IPAddress) -> Bool {
+        guard family == network.family, family == mask.family else { return false }
+        return high & mask.high == network.high & mask.high && low & mask.low == network.low & mask.low
+    }
 }

@@ -52,7 +52,10 @@ extension NamedState {
     public var description: String { name }
     public init?(name: String) {
         let upper = name.uppercased()
-        guard let index = Self.stateNames.firstIndex(of: upper) else { return nil }
+        // TCP's state 9 is printed SYN_SENT2 (as conntrack and the kernel name it) and read
+        // also as LISTEN (conntrack's -I --state LISTEN, conntrackd's filter names).
+        let wanted = upper == "LISTEN" && Self.stateNames.contains("SYN_SENT2") ? "SYN_SENT2" : upper
+        guard let index = Self.stateNames.firstIndex(of: wanted) else { return nil }
         self.init(rawValue: UInt8(index))
     }
 }
@@ -62,7 +65,7 @@ public struct TCPState: NamedState {
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     public static let stateNames = [
         "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
-        "LAST_ACK", "TIME_WAIT", "CLOSE", "LISTEN",
+        "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2",
     ]
     public static let none = TCPState(rawValue: 0)
     public static let synSent = TCPState(rawValue: 1)

@@ -83,14 +83,15 @@ enum ArgumentParsing {
     static func checkState(_ state: String, proto: L4Protocol?) throws {
         let p = proto ?? .tcp
         let known: [String]
+        let valid: Bool
         switch p {
-        case .tcp: known = TCPState.stateNames
-        case .sctp: known = SCTPState.stateNames
-        case .dccp: known = DCCPState.stateNames
+        case .tcp: (known, valid) = (TCPState.stateNames + ["LISTEN"], TCPState(name: state) != nil)
+        case .sctp: (known, valid) = (SCTPState.stateNames, SCTPState(name: state) != nil)
+        case .dccp: (known, valid) = (DCCPState.stateNames, DCCPState(name: state) != nil)
         default:
             throw ValidationError("--state needs -p tcp, sctp or dccp; \(p.name) flows have no state")
         }
-        if !known.contains(state.uppercased()) {
+        if !valid {
             throw ValidationError("unknown \(p.name) state '\(state)' for --state: expected one of \(known.joined(separator: ", "))")
         }
     }

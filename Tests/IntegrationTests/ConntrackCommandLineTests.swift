@@ -1,0 +1,164 @@
+import Conntrack
+import Foundation
+import Testing
+
+/// conntrack's own command line (`ctsync -I ...`, `ctsync -L ...`): one script of commands run
+/// step by step by the real conntrack in one namespace and by ctsync in another. Every step must
+/// end the same way (success, or failure: a usage error, nothing matched, already there) and
+/// every listing must print the same flows (`-o save`, the remaining timeout aside).
+@Suite(.serialized, requiresConntrackTool) struct ConntrackCommandLineTests {
+    /// One step: arguments, or a `-o save` listing copied into another zone through `-R -`.
+    enum Step {
+        case run([String])
+        case list([String])
+        case copy(listing: [String], from: String, to: String)
+        case load([String])
+    }
+
+    static func words(_ line: String) -> [String] { line.split(separator: " ").map(String.init) }
+
+    static let script: [Step] = {
+        var steps: [Step] = []
+        func run(_ line: String) { steps.append(.run(words(line))) }
+        func list(_ line: String) { steps.append(.list(words(line))) }
+        let tcp = "-p tcp --sport 40 --dport 80 --state ESTABLISHED -u SEEN_REPLY -t 60"
+        // Creating: what is missing, what is already there, both tuples, families, protocols.
+        run("-I -s 198.18.7.1 -p tcp --sport 40 --dport 80 --state ESTABLISHED -t 60")
+        run("-I -s 198.18.7.1 -d 198.18.7.2 -p tcp --dport 80 --state ESTABLISHED -t 60")
+        run("-I -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 40 --dport 80 -t 60")
+        run("-I -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 40 --dport 80 --state ESTABLISHED")
+        run("-I -s 198.18.7.1 -d 198.18.7.2 \(tcp)")
+        run("-I -s 198.18.7.1 -d 198.18.7.2 \(tcp)")
+        run("-A -s 198.18.7.1 -d 198.18.7.2 \(tcp)")
+        run("-I -r 198.18.7.4 -q 198.18.7.3 -p udp --reply-port-src 53 --reply-port-dst 999 -t 30")
+        run("-I -s 2001:db8::7:1 -d 2001:db8::7:2 \(tcp)")
+        run("-I -s 2001:db8::7:1 -d 198.18.7.2 \(tcp)")
+        run("-I -s 198.18.7.5 -d 198.18.7.6 -r 198.18.7.6 -q 198.18.7.5 -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 300 -t 30")
+        run("-I -s 198.18.7.7 -d 198.18.7.8 -p 2 -t 30")
+        run("-I -s 198.18.7.7 -d 198.18.7.8 -p igmp -t 30")
+        for bad in ["256", "nosuch", "-1", "12x", "x12"] { run("-I -s 198.18.7.9 -d 198.18.7.10 -p \(bad) -t 30") }
+        run("-I -s 198.18.7.11 -d 198.18.7.12 -p tcp --sport 1 --dport 2 --state NOSUCH -t 30")
+        run("-I -s 198.18.7.11 -d 198.18.7.12 -p tcp --sport 1 --dport 2 --state LISTEN -t 30 --mark 7")
+        run("-I -s 198.18.7.23 -d 198.18.7.24 -p udp --sport 1 --dport 2 -t 30 --zone 3")
+        run("-I -s 198.18.7.13 -d 198.18.7.14 --dst-nat 198.18.7.15:8080 \(tcp)")
+        run("-I -s 198.18.7.16 -d 198.18.7.17 --src-nat 198.18.7.18 \(tcp)")
+        run("-I -s 198.18.7.19 -d 198.18.7.20 --orig-zone 4 \(tcp)")
+        run("-I -s 198.18.7.21 -d 198.18.7.22 --reply-zone 5 \(tcp)")
+        run("-I -s 2001:db8::7:3 -d 2001:db8::7:4 --dst-nat [2001:db8::7:5]:443 \(tcp)")
+        run("-I -s 2001:db8::7:3 -d 2001:db8::7:4 --dst-nat 198.18.7.5 \(tcp)")
+        list("-L -o save")
+        list("-L -o save -f ipv6")
+        // Selecting: tuples, masks, prefixes, families, NAT, zones, marks, status, state.
+        for line in [
+            "-L -s 198.18.7.1", "-L -d 198.18.7.2 -p tcp", "-L -s 198.18.7.0 --mask-src 255.255.255.0", "-L -s 198.18.7.4/30",
+            "-L --src-nat", "-L --dst-nat", "-L --dst-nat 198.18.7.15:8080", "-L --dst-nat 198.18.7.15:8081", "-L --any-nat",
+            "-L --any-nat 198.18.7.18", "-L --zone 3", "-L --orig-zone 4", "-L --reply-zone 5", "-L --mark 7", "-L --mark 0/0xffff",
+            "-L -u SEEN_REPLY", "-L -p tcp --state LISTEN", "-L -p icmp --icmp-type 8", "-L -s 2001:db8::7:0/112",
+        ] {
+            list(line + " -o save")
+        }
+        for bad in [
+            "-L -s 198.18.7.1 -d ::1", "-L --src-nat --any-nat", "-L --dst-nat 198.18.7.1:", "-L --dst-nat 198.18.7.1:70000",
+            "-L --mask-src 255.0.0.0", "-L -t 5", "-L -u NOSUCH", "-L -o nosuch", "-L -o save,xml", "-D -j", "-L --nosuch", "-Z",
+        ] {
+            run(bad)
+        }
+        // Updating: mark with mask (conntrack's AND-NOT then XOR), status, nothing to change.
+        run("-U -s 198.18.7.11 -m 0xffff0000")
+        run("-U -s 198.18.7.11 -m 0x1/0x0000ffff")
+        list("-L -s 198.18.7.11 -m 0xffff0001 -o save")
+        run("-U -s 198.18.7.11 -m 0xffff0001")
+        run("-U -s 198.18.7.99 -m 1")
+        run("-U -s 198.18.7.1 -p tcp -u ASSURED")
+        list("-L -u ASSURED -o save")
+        // Getting one flow.
+        run("-G -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 40 --dport 80")
+        run("-G -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 41 --dport 80")
+        // Copying zone 3 to zone 9 through -o save and -R -, then deleting.
+        steps.append(.copy(listing: words("-L -w 3 -o save"), from: "-w 3", to: "-w 9"))
+        list("-L -w 9 -o save")
+        steps.append(.load(["-I -s 198.18.7.30 -d 198.18.7.31 \(tcp)", "# a comment", "", "-D -s 198.18.7.99"]))
+        steps.append(.load(["-I -s 198.18.7.30 -d 198.18.7.31 \(tcp)"]))
+        steps.append(.load(["-L"]))
+        list("-L -s 198.18.7.30 -o save")
+        run("-D -s 198.18.7.99")
+        run("-D -w 9")
+        run("-D -w 9")
+        run("-D --orig-zone 4")
+        run("-D --reply-zone 5")
+        run("-D -s 198.18.7.0/24 -p icmp")
+        run("-D -f ipv6")
+        list("-L -o save")
+        run("-D -s 198.18.7.1")
+        run("-F")
+        list("-L -o save")
+        run("-C")
+        return steps
+    }()
+
+    @Test func conntrackAndCtsyncAgreeStepByStep() throws {
+        let theirs = try TestNamespace("ccl_a")
+        defer { theirs.remove() }
+        let ours = try TestNamespace("ccl_b")
+        defer { ours.remove() }
+        func both(_ arguments: [String], input: String? = nil) throws -> (CommandResult, CommandResult) {
+            (try theirs.exec(["conntrack"] + arguments, input: input), try ours.ctsync(arguments, input: input))
+        }
+        // A listing's lines without the seconds left (they tick), sorted.
+        func saved(_ r: CommandResult) -> [String] {
+            r.lines.map { $0.replacingOccurrences(of: #"-t \d+ "#, with: "-t T ", options: .regularExpression) }.sorted()
+        }
+        for (n, step) in Self.script.enumerated() {
+            switch step {
+            case .run(let args):
+                let (c, s) = try both(args)
+                #expect((c.status == 0) == (s.status == 0), "step \(n) \(args): conntrack \(c.status) \(c.stderr) | ctsync \(s.status) \(s.stderr)")
+            case .list(let args):
+                // conntrack -L without -f lists IPv4 only: name the family for it when the line does not.
+                let (c4, s) = try both(args)
+                var c = saved(c4)
+                if !args.contains("-f") && !args.contains(where: { $0.contains(":") }) && args.first == "-L" {
+                    // Depending on the version, plain -L lists IPv4 only or every family: the union.
+                    c = Array(Set(c + saved(try theirs.exec(["conntrack"] + args + ["-f", "ipv6"])))).sorted()
+                }
+                #expect(c4.status == 0 && s.status == 0, "step \(n) \(args): \(c4.stderr) | \(s.stderr)")
+                #expect(c == saved(s), "step \(n) \(args):\nconntrack: \(c)\nctsync:    \(saved(s))")
+            case .copy(let listing, let from, let to):
+                // Each tool reads back what it printed itself.
+                let (c, s) = try both(listing)
+                let cl = try theirs.exec(["conntrack", "-R", "-"], input: c.stdout.replacingOccurrences(of: from, with: to))
+                let sl = try ours.ctsync(["-R", "-"], input: s.stdout.replacingOccurrences(of: from, with: to))
+                #expect(cl.status == 0 && sl.status == 0, "step \(n): conntrack -R: \(cl.stderr) | ctsync -R: \(sl.stderr)")
+            case .load(let lines):
+                let text = lines.joined(separator: "\n") + "\n"
+                let (c, s) = try both(["-R", "-"], input: text)
+                #expect(
+                    (c.status == 0) == (s.status == 0), "step \(n) -R \(lines): conntrack \(c.status) \(c.stderr) | ctsync \(s.status) \(s.stderr)")
+            }
+        }
+    }
+
+    /// The exit statuses scripts test: 0 done, 1 nothing matched or the kernel refused, 2 a
+    /// usage error; and -D prints what it deleted, as conntrack does.
+    @Test func exitStatusesAndDeletedLines() throws {
+        let ns = try TestNamespace("ccl_x")
+        defer { ns.remove() }
+        #expect(try ns.ctsync(["-D", "-s", "198.18.8.1"]).status == 1)
+        #expect(try ns.ctsync(["-U", "-s", "198.18.8.1", "-m", "1"]).status == 1)
+        #expect(try ns.ctsync(["-L", "-s", "198.18.8.1", "-d", "::1"]).status == 2)
+        let made = try ns.ctsync(Self.words("-I -s 198.18.8.1 -d 198.18.8.2 -p udp --sport 1 --dport 2 -t 30 -m 5"))
+        #expect(made.status == 0 && made.stderr.contains("1 flow entries have been created."))
+        let again = try ns.ctsync(Self.words("-I -s 198.18.8.1 -d 198.18.8.2 -p udp --sport 1 --dport 2 -t 30"))
+        #expect(again.status == 1 && again.stderr.contains("Such conntrack exists"))
+        let gone = try ns.ctsync(["-D", "-s", "198.18.8.1"])
+        #expect(gone.status == 0)
+        #expect(gone.stdout.hasPrefix("udp      17 "), "\(gone.stdout)")
+        #expect(gone.stderr.contains("1 flow entries have been deleted."))
+        // ctsync's own subcommands are untouched by conntrack's line.
+        #expect(try ns.ctsync(["kernel", "count"]).status == 0)
+        // -S: one line a CPU, conntrack's layout.
+        let stats = try ns.ctsync(["-S"])
+        #expect(stats.status == 0 && stats.lines.first?.hasPrefix("cpu=0") == true, "\(stats.stdout)")
+        #expect(stats.lines.count == (try ns.exec(["conntrack", "-S"]).lines.count))
+    }
+}
