@@ -36,24 +36,21 @@ public struct StreamFramer: Sendable {
         input.withUnsafeBytes { all in
             switch framing {
             case .messages:
-                // A message is handed on once the next one's header is seen to be sound, or
-                // when it ends the bytes received: conntrackd takes a partial write for a whole
-                // one and goes on with its next message, so a cut message swallows the start
-                // of the next; what follows it is then no header, and neither is delivered.
-                var confirmed = start
-                var cursor = start
-                while all.count - cursor >= Self.messageHeaderSize {
-                    let length = Int(all[cursor + 2]) << 8 | Int(all[cursor + 3])
-                    guard Self.isMessageStart(all[cursor]), length >= Self.messageHeaderSize else {
+                // Every header must look like one (version 1, a known type, a length of at
+                // least 8): conntrackd takes a partial write for a whole one and goes on with
+                // its next message, so a cut message swallows the start of the next and the
+                // stream is out of step from there; the first header that is none ends the
+                // connection (the peer reconnects, FTFW repairs the gap). Whether a unit is
+                // handed on never depends on how the bytes were split.
+                while all.count - end >= Self.messageHeaderSize {
+                    let length = Int(all[end + 2]) << 8 | Int(all[end + 3])
+                    guard Self.isMessageStart(all[end]), length >= Self.messageHeaderSize else {
                         failed = true
                         break
                     }
-                    confirmed = cursor
-                    if all.count - cursor < length { break }
-                    cursor += length
+                    if all.count - end < length { break }
+                    end += length
                 }
-                if !failed && cursor == all.count { confirmed = cursor }
-                end = confirmed
                 // The whole messages before a bad header are the peer's still.
                 if end > start { body(UnsafeRawBufferPointer(rebasing: all[start..<end])) }
             case .frames(let headerSize, let lengthOffset, let trailer, let prefix):

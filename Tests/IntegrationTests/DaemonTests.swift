@@ -136,6 +136,33 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
         #expect(eventually(within: 5) { ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count == 2 })
         let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
         #expect(lines.allSatisfy { $0.hasPrefix("[") && $0.contains("]\t[DESTROY] ipv4     2 udp      17 src=198.18.0.0 ") }, "\(lines)")
+
+        // -s in conntrackd's stats-mode layout: its one cache is "stats", then the traffic of
+        // the flows that ended; no link, no message tracking.
+        let general = try daemon.ctsyncd(["-s"]).stdout
+        #expect(
+            general.hasPrefix("cache stats:\ncurrent active connections:\t           1\nconnections created:\t\t           3\t"), "\(general)")
+        #expect(general.contains("traffic processed:") && !general.contains("external") && !general.contains("message tracking"))
+        #expect(try daemon.ctsyncd(["-s", "cache"]).stdout.hasPrefix("cache:stats\tactive objects:"))
+        for section in ["network", "link", "queue", "rsqueue", "expect"] {
+            let r = try daemon.ctsyncd(["-s", section])
+            #expect(r.status == 0 && r.stdout.isEmpty, "-s \(section): \(r.stdout)")
+        }
+        // The same flows before conntrackd in stats mode, in a namespace of its own: the same text.
+        if Host.has("conntrackd") {
+            let other = try TestNamespace("statsd")
+            defer { other.remove() }
+            let config = try TestDaemon(other) { dir in TestDaemon.config(directory: dir, extra: "Stats {\n LogFile \(dir)/stats.log\n}") }
+            let conntrackd = try ConntrackdProcess(other, config: config)
+            defer { conntrackd.stop() }
+            #expect(conntrackd.answers(within: 10))
+            try other.table { _ = try $0.write(flows, operation: .create) }
+            #expect(eventually(within: 5) { ((try? conntrackd.client(["-i"]).lines.count) ?? 0) == 3 })
+            try other.table { _ = try $0.write(Array(flows[0..<2]), operation: .delete) }
+            #expect(eventually(within: 5) { ((try? conntrackd.client(["-i"]).lines.count) ?? 0) == 1 })
+            let theirs = try conntrackd.client(["-s"]).stdout
+            #expect(theirs == general, "conntrackd:\n\(theirs)\nctsyncd:\n\(general)")
+        }
     }
 
     @Test func burstAndFlushLeaveNoGhosts() throws {

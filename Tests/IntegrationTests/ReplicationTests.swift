@@ -579,6 +579,12 @@ struct ConntrackdInteropTests {
         let held = { (try? da.externalCache().filter { wanted.contains($0.key) }.count) ?? -1 }
         let arrived = eventually(within: 10) { held() == 20000 }
         #expect(arrived, "ctsyncd holds \(held()) of 20000 flows; conntrackd: \(conntrackd.log)")
+        // -s shows the link as conntrackd shows it, both connections' state on the heading.
+        let heading = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("TCP traffic") }.map(String.init) ?? "" }
+        let ours = heading(try da.ctsyncd(["-s"]).stdout)
+        let theirs = heading(try conntrackd.client(["-s"]).stdout)
+        #expect(ours == "TCP traffic (active device=\(pair.linkName)a) server=connected client=connected:", "\(ours)")
+        #expect(theirs == "TCP traffic (active device=\(pair.linkName)b) server=connected client=connected:", "\(theirs)")
     }
 
     /// FTFW over UDP, multicast and TCP, and NOTRACK over UDP (best effort: no loss on a veth).

@@ -48,4 +48,5 @@ final class AuthenticatedLink: SyncLink {
     var canSend: Bool { inner.canSend }
     func tick(now: Int64) { inner.tick(now: now) }
     var hasPendingOutput: Bool { inner.hasPendingOutput }
+    var connections: (server: Bool, client: Bool)? { inner.connections }
 }

@@ -102,6 +102,8 @@ final class StreamChannel: SyncLink {
     /// Whether our connection to the peer is up.
     var isConnected: Bool { outbound >= 0 && !connecting }
 
+    var connections: (server: Bool, client: Bool)? { (inbound >= 0, isConnected) }
+
     func pollDescriptors() -> [pollfd] {
         var out = [pollfd(fd: listenDescriptor, events: Int16(POLLIN), revents: 0)]
         if inbound >= 0 { out.append(pollfd(fd: inbound, events: Int16(POLLIN), revents: 0)) }

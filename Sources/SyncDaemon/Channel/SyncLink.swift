@@ -25,6 +25,9 @@ protocol SyncLink: AnyObject {
     /// True while sent data still waits in the link (a stream's backlog): a stopping daemon
     /// gives it a moment to go out.
     var hasPendingOutput: Bool { get }
+    /// A stream link's two connections (the peer's to us, ours to the peer), as conntrackd's
+    /// `-s` shows them (`server=connected client=connected`); nil for datagram links.
+    var connections: (server: Bool, client: Bool)? { get }
 }
 
 extension DatagramChannel: SyncLink {
@@ -36,4 +39,5 @@ extension DatagramChannel: SyncLink {
     var canSend: Bool { true }
     func tick(now: Int64) {}
     var hasPendingOutput: Bool { false }
+    var connections: (server: Bool, client: Bool)? { nil }
 }

@@ -161,6 +161,11 @@ public final class Daemon {
         for setting in inactive where !inactive.contains(where: { $0.path.hasPrefix(setting.path + ".") }) {
             log.notice("\(config.path):\(setting.line):\(setting.column): option '\(setting.path)' is parsed but not acted on yet")
         }
+        if config.helper != nil {
+            log.notice(
+                "Helper: user-space helpers are out of scope for ctsyncd (protocol parsers on NFQUEUE in the packet path, not state sync); use the kernel's helpers (nft ct helper), whose expectations ExpectationSync replicates, or run conntrackd's cthelper beside ctsyncd"
+            )
+        }
         if let nice = general.nice, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Int32(nice)) != 0 {
             log.warning("cannot set Nice \(nice): \(errnoText(errno))")
         }

@@ -89,13 +89,18 @@ enum StatsReport {
     }
 
     static func channel(
-        _ c: ChannelCounters, device: String, kind: ChannelKind, link: Bool = false, status: String = "RUNNING", active: Bool = true
+        _ c: ChannelCounters, device: String, kind: ChannelKind, link: Bool = false, status: String = "RUNNING", active: Bool = true,
+        connections: (server: Bool, client: Bool)? = nil
     ) -> String {
-        let name = kind == .multicast ? "Multicast" : kind == .tcp ? "TCP" : "UDP"
+        // conntrackd's spelling: "multicast" in lower case; a TCP link's two connections on -s.
+        let name = kind == .multicast ? "multicast" : kind == .tcp ? "TCP" : "UDP"
+        let state = connections.map {
+            " server=\($0.server ? "connected" : "disconnected") client=\($0.client ? "connected" : "disconnected")"
+        }
         let head =
             link
             ? "\(name) traffic device=\(device) status=\(status) role=\(active ? "ACTIVE" : "BACKUP"):\n"
-            : "\(name) traffic (active device=\(device)):\n"
+            : "\(name) traffic (active device=\(device))\(state ?? ""):\n"
         return head
             + "\(pad(c.bytesSent, 20)) Bytes sent \(pad(c.bytesReceived, 20)) Bytes recv\n"
             + "\(pad(c.datagramsSent, 20)) Pckts sent \(pad(c.datagramsReceived, 20)) Pckts recv\n"

@@ -243,7 +243,25 @@ extension Daemon {
     func statsText(_ section: StatsSection) -> String {
         let s = statistics()
         let current = environment.links.map { $0[node.currentLink] }
-        let channel = current.map { StatsReport.channel($0.counters, device: $0.config.interface, kind: $0.config.kind) } ?? ""
+        let channel =
+            current.map {
+                StatsReport.channel($0.counters, device: $0.config.interface, kind: $0.config.kind, connections: $0.connections)
+            } ?? ""
+        if config.sync == nil && config.stats != nil {
+            // Stats mode (a Stats section, no Sync): conntrackd's one cache, named "stats",
+            // and the traffic of the flows that ended; nothing about links or messages.
+            switch section {
+            case .general:
+                return StatsReport.cacheSummary(name: "stats", active: s.internalCache.active, counters: node.internalCache.counters)
+                    + StatsReport.traffic(bytes: s.traffic.bytes, packets: s.traffic.packets)
+            case .cache:
+                return StatsReport.cacheDetail(name: "stats", active: s.internalCache.active, counters: node.internalCache.counters)
+            case .runtime:
+                return StatsReport.runtime(s, eventsUnknown: stats.eventsUnknown)
+            case .network, .link, .queue, .rsqueue, .process, .expect:
+                return ""
+            }
+        }
         switch section {
         case .general:
             return StatsReport.cacheSummary(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters)
