@@ -79,8 +79,8 @@ public struct DaemonConfig: Sendable, Equatable {
         return try parser.parseFile()
     }
 
-    /// The dotted paths of the options ctsync acts on. Everything else (expectations,
-    /// `DisableInternalCache`, the `Helper` section) is parsed and validated but not used.
+    /// The dotted paths of the options ctsync acts on. Everything else (expectations, the
+    /// `Helper` section) is parsed and validated but not used.
     public static let activeOptionPaths: Set<String> = {
         var paths: Set<String> = [
             "General", "General.HashSize", "General.HashLimit", "General.LogFile", "General.Syslog", "General.LockFile",
@@ -102,7 +102,7 @@ public struct DaemonConfig: Sendable, Equatable {
         }
         let modes = [
             "FTFW": ["ResendQueueSize", "ACKWindowSize", "StartupResync", "CommitTimeout", "PurgeTimeout", "DisableExternalCache"],
-            "NOTRACK": ["StartupResync", "CommitTimeout", "PurgeTimeout", "DisableExternalCache"],
+            "NOTRACK": ["StartupResync", "CommitTimeout", "PurgeTimeout", "DisableExternalCache", "DisableInternalCache"],
             "ALARM": ["RefreshTime", "CacheTimeout", "CommitTimeout", "PurgeTimeout"],
         ]
         for (mode, options) in modes {

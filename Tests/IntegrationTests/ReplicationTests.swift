@@ -191,6 +191,58 @@ func variedPair(_ pair: SyncPair) throws -> (onA: [Flow], onB: [Flow]) {
         #expect(sync["acks_sent"] as? Int == 0 && sync["resend_queue"] as? Int == 0)
     }
 
+    /// `DisableInternalCache` (NOTRACK, as conntrackd): no cache on the sender; events go to the
+    /// peer as they come; `-B` and the peer's `-n` send the kernel's
+    /// table; `-i` lists the kernel's flows; `-s` has the "internal bypass" block.
+    @Test func disabledInternalCacheSendsEventsAsTheyCome() throws {
+        let pair = try SyncPair("nbp")
+        defer { pair.remove() }
+        let before = burst(50)
+        try pair.a.table { _ = try $0.write(before, operation: .create) }
+        let sideA = pair.syncSection(
+            local: "198.18.254.1", peer: "198.18.254.2", interface: "\(pair.linkName)a", extra: "DisableInternalCache on", mode: "NOTRACK")
+        let sideB = pair.syncSection(local: "198.18.254.2", peer: "198.18.254.1", interface: "\(pair.linkName)b", mode: "NOTRACK")
+        let da = try TestDaemon(pair.a) { TestDaemon.config(directory: $0, extra: sideA) }
+        let db = try TestDaemon(pair.b) { TestDaemon.config(directory: $0, extra: sideB) }
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        // Created after the start: on b, then gone from b when destroyed on a. (b asks for a's
+        // table on first contact, and a answers from the kernel: the flows from before come too.)
+        let after = burst(300, base: 0xC612_0001)
+        try pair.a.table { _ = try $0.write(after, operation: .create) }
+        let keys = { Set(try db.externalCache().map(\.key)) }
+        let all = Set((before + after).map(\.key))
+        #expect(try eventually(within: 10) { try keys() == all })
+        try pair.a.table { _ = try $0.write(Array(after[0..<100]), operation: .delete) }
+        let left = Set((before + after[100...]).map(\.key))
+        #expect(try eventually(within: 10) { try keys() == left })
+        // -B sends the kernel's table again.
+        #expect(try db.ctsyncd(["-f", "external"]).status == 0)
+        #expect(try keys().isEmpty)
+        #expect(try da.ctsyncd(["-B"]).status == 0)
+        #expect(try eventually(within: 10) { try keys() == left })
+        // b asks (-n) after forgetting: a answers from the kernel.
+        #expect(try db.ctsyncd(["-f", "external"]).status == 0)
+        #expect(try db.ctsyncd(["-n"]).status == 0)
+        #expect(try eventually(within: 10) { try keys() == left })
+        // -i is the kernel's table in conntrack's line (with the timeout); -s says "internal bypass".
+        let dump = try da.ctsyncd(["-i"])
+        #expect(dump.lines.count == 250 && dump.lines.allSatisfy { !$0.contains("[active since") && $0.hasPrefix("udp      17 ") }, "\(dump.stdout)")
+        let stats = try da.ctsyncd(["-s"]).stdout
+        #expect(
+            stats.hasPrefix(
+                "internal bypass:\nconnections new:\t\t         300\nconnections updated:\t\t           0\nconnections destroyed:\t\t         100\n"),
+            "\(stats)")
+        #expect(try da.ctsyncd(["-R"]).status != 0)
+        #expect(try da.ctsyncd(["-f", "internal"]).status != 0)
+        // Nothing kept: a holds no internal cache.
+        #expect((try da.stats()["internal"] as? [String: Any])?["active"] as? Int == 0)
+    }
+
     /// Two dedicated links: the first (Default) carries the traffic; when it goes down the
     /// second takes over (and the peer follows), and nothing is lost on the way.
     @Test func secondLinkTakesOverWhenTheFirstGoesDown() throws {
@@ -585,6 +637,37 @@ struct ConntrackdInteropTests {
         let theirs = heading(try conntrackd.client(["-s"]).stdout)
         #expect(ours == "TCP traffic (active device=\(pair.linkName)a) server=connected client=connected:", "\(ours)")
         #expect(theirs == "TCP traffic (active device=\(pair.linkName)b) server=connected client=connected:", "\(theirs)")
+    }
+
+    /// Both sides with `DisableInternalCache` (NOTRACK), ctsyncd and conntrackd: events go
+    /// across both ways, and both print the "internal bypass" block with the same counts.
+    @Test func bypassingPairInteroperates() throws {
+        let pair = try SyncPair("iob")
+        defer { pair.remove() }
+        let (da, dbConfigOnly) = try pair.daemons(extra: "DisableInternalCache on", mode: "NOTRACK")
+        defer { da.stop() }
+        try da.start()
+        let conntrackd = try ConntrackdProcess(pair.b, config: dbConfigOnly)
+        defer { conntrackd.stop() }
+        #expect(conntrackd.answers(within: 10))
+        for ns in [pair.a, pair.b] {
+            let r = try ns.exec(["nft", "-f", "-"], input: trackingRuleset)
+            try #require(r.status == 0, "nft: \(r.stderr)")
+        }
+        let onA = burst(200, base: 0xC612_0002)
+        let onB = burst(150, base: 0xC612_0003)
+        try pair.a.table { _ = try $0.write(onA, operation: .create) }
+        try pair.b.table { _ = try $0.write(onB, operation: .create) }
+        try pair.a.table { _ = try $0.write(Array(onA[0..<50]), operation: .delete) }
+        expectAgreement(
+            within: 10, { try conntrackdExternal(pair.b, config: dbConfigOnly.configPath).among(onA) },
+            { try kernel(pair.a, Array(onA[50...])).withoutReplies })
+        expectAgreement(within: 10, { try external(da).among(onB) }, { try kernel(pair.b, onB) })
+        let ours = try da.ctsyncd(["-s"]).stdout
+        let theirs = try conntrackd.client(["-s"]).stdout
+        // The counts include the sync link's own flows (the ruleset tracks them too).
+        #expect(ours.hasPrefix("internal bypass:\nconnections new:\t\t") && ours.contains("connections destroyed:\t\t          50\n"), "\(ours)")
+        #expect(theirs.hasPrefix("internal bypass:\nconnections new:\t\t"), "\(theirs)")
     }
 
     /// FTFW over UDP, multicast and TCP, and NOTRACK over UDP (best effort: no loss on a veth).

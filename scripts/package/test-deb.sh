@@ -70,7 +70,7 @@ mkdir -p /run/ctsyncd
 ip netns exec ctt_pkg /usr/sbin/ctsyncd -C /etc/ctsyncd/ctsyncd.conf -d || fail "ctsyncd -d with the packaged configuration"
 pid=$(cat /run/ctsyncd/ctsyncd.lock)
 [ "$(cat "/proc/$pid/comm")" = ctsyncd ] || fail "the daemon's process is named $(cat "/proc/$pid/comm")"
-ip netns exec ctt_pkg /usr/sbin/ctsync stats | grep -q "cache internal" || fail "ctsync stats"
+ip netns exec ctt_pkg /usr/sbin/ctsync stats | grep -q "cache stats" || fail "ctsync stats (stats mode: conntrackd's layout, cache stats)"
 ip netns exec ctt_pkg /usr/sbin/ctsyncd -k
 for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 ! kill -0 "$pid" 2>/dev/null || fail "ctsyncd -k did not stop the daemon"

@@ -16,10 +16,16 @@ extension Daemon {
         case .dump(let which, let format, let filter):
             if which == .external {
                 guard config.sync != nil else { return .success() }
+            } else if node.bypassesInternalCache {
+                return kernelDump(format: format, filter: filter)
             }
             return .success(stream: dumpStream(external: which == .external, format: format, filter: filter))
         case .stats(let section, let json):
             return .success(json ? statistics().json : statsText(section))
+        case .flushCache(let which) where node.bypassesInternalCache && which == .internal:
+            // conntrackd deletes the kernel's flows here; ctsync does not: -f forgets, and there is
+            // nothing to forget. `-F` flushes the kernel table.
+            return .failure("no internal cache to flush (DisableInternalCache); -F flushes the kernel table")
         case .flushCache(let which):
             let flushed = node.flushCaches(internal: which != .external, external: which != .internal)
             log.notice("flushing caches (\(which.map(\.rawValue) ?? "internal and external")): \(flushed) flows")
@@ -34,6 +40,8 @@ extension Daemon {
             } catch {
                 return .failure("flushing the kernel table failed: \(error)")
             }
+        case .resync where node.bypassesInternalCache:
+            return .failure("resync is unsupported with DisableInternalCache: there is no internal cache (-B sends the kernel's table)")
         case .resync:
             guard let result = node.resyncWithKernel(reason: "requested", now: now, environment: environment) else {
                 return .failure("resync with the kernel table failed")
@@ -47,7 +55,7 @@ extension Daemon {
             running = false
             return .success()
         case .sendBulk:
-            guard let queued = node.sendBulk() else { return .failure("bulk send (-B) needs a Sync section") }
+            guard let queued = node.sendBulk(environment: environment) else { return .failure("bulk send (-B) needs a Sync section") }
             log.notice("sending bulk update: \(queued) flows")
             return .success(legacy ? "" : "{\"queued\":\(queued)}\n")
         case .requestResync:
@@ -100,6 +108,26 @@ extension Daemon {
                 }
             },
             finish: { [weak self] in self?.node.closeDump(cursor, external: external) })
+    }
+
+    /// `-i` with `DisableInternalCache`: the kernel's table as the filter accepts it, in
+    /// conntrack's full line (with the timeout, no "[active since]"), as conntrackd prints it.
+    private func kernelDump(format: DumpFormat, filter request: FlowFilter?) -> ControlReply {
+        var out: [UInt8] = []
+        let text = FlowTextFormat()
+        do {
+            try KernelTable().dump { flow in
+                guard filter.accepts(flow), request?.matches(flow) ?? true else { return }
+                switch format {
+                case .text: out.append(contentsOf: (text.line(flow) + "\n").utf8)
+                case .xml: out.append(contentsOf: (FlowXML.element(flow) + "\n").utf8)
+                case .json: out.append(contentsOf: (FlowJSON.encode(flow) + "\n").utf8)
+                }
+            }
+        } catch {
+            return .failure("reading the kernel table failed: \(error)")
+        }
+        return .success(bytes: out)
     }
 
     /// `-t`: every accepted kernel flow whose timeout is longer than `PurgeTimeout` gets it.

@@ -99,6 +99,7 @@ public final class Daemon {
                 injects: !s.mode.usesExternalCache, startupResync: s.mode.startupResync,
                 initialSequence: UInt32(truncatingIfNeeded: time(nil)))
             sync?.updateDelayMilliseconds = Int64(s.updateDelayMilliseconds)
+            sync?.bypassesInternalCache = !s.mode.usesInternalCache
         }
         var settings = SyncNode.Settings(
             hashLimit: general.hashLimit, expectedFlows: general.hashSize, accepts: { filter.accepts($0) },

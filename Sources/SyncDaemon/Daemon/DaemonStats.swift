@@ -107,6 +107,14 @@ enum StatsReport {
             + "\(pad(c.sendErrors, 20)) Error send \(pad(c.receiveErrors, 20)) Error recv\n\n"
     }
 
+    /// conntrackd's block for `DisableInternalCache on`.
+    static func bypassSummary(_ c: BypassCounters) -> String {
+        "internal bypass:\n"
+            + "connections new:\t\t\(pad(c.new))\n"
+            + "connections updated:\t\t\(pad(c.updated))\n"
+            + "connections destroyed:\t\t\(pad(c.destroyed))\n\n"
+    }
+
     /// conntrackd's block for `DisableExternalCache on`.
     static func injectSummary(_ c: CacheCounters) -> String {
         "external inject:\n"

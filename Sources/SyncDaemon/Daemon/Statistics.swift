@@ -264,14 +264,20 @@ extension Daemon {
         }
         switch section {
         case .general:
-            return StatsReport.cacheSummary(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters)
+            return
+                (node.bypassesInternalCache
+                ? StatsReport.bypassSummary(node.bypassCounters)
+                : StatsReport.cacheSummary(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters))
                 + (environment.injector.map { StatsReport.injectSummary($0.counters) }
                     ?? StatsReport.cacheSummary(name: "external", active: s.externalCache.active, counters: node.externalCache.counters))
                 + StatsReport.traffic(bytes: s.traffic.bytes, packets: s.traffic.packets)
                 + channel
                 + StatsReport.messageTracking(malformed: s.sync?.malformed ?? 0, lost: s.sync?.lost ?? 0)
         case .cache:
-            return StatsReport.cacheDetail(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters)
+            return
+                (node.bypassesInternalCache
+                ? StatsReport.bypassSummary(node.bypassCounters)
+                : StatsReport.cacheDetail(name: "internal", active: s.internalCache.active, counters: node.internalCache.counters))
                 + StatsReport.cacheDetail(name: "external", active: s.externalCache.active, counters: node.externalCache.counters)
         case .runtime:
             return StatsReport.runtime(s, eventsUnknown: stats.eventsUnknown)

@@ -36,6 +36,15 @@ public protocol SyncNodeEnvironment: AnyObject {
 }
 
 /// The kernel mirror's counters (conntrackd's netlink statistics, and ctsync's resync figures).
+/// `DisableInternalCache`: the kernel events sent straight to the peer, by kind
+/// (conntrackd's "internal bypass" block of `-s`).
+public struct BypassCounters: Sendable, Equatable, Codable {
+    public var new = 0
+    public var updated = 0
+    public var destroyed = 0
+    public init() {}
+}
+
 public struct MirrorCounters: Sendable, Equatable, Codable {
     public var eventsReceived = 0
     public var eventsFiltered = 0

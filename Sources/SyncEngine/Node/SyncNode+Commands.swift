@@ -13,8 +13,9 @@ extension SyncNode {
     }
 
     /// Queues the whole internal cache for the peer (`-B`); nil without a Sync section.
-    public mutating func sendBulk() -> Int? {
+    public mutating func sendBulk(environment env: some SyncNodeEnvironment) -> Int? {
         guard mode != nil else { return nil }
+        if bypassesInternalCache { return bulkFromKernel(environment: env) }
         mode!.enqueueAll(internalCache.keys)
         return internalCache.count
     }

@@ -9,6 +9,10 @@ extension SyncNode {
     /// quiet for `resyncQuietMilliseconds`, or at the latest after `NetlinkOverrunResync`.
     public mutating func kernelEvents(_ events: some Collection<FlowEvent>, now: Int64, environment env: some SyncNodeEnvironment) {
         guard !events.isEmpty else { return }
+        if bypassesInternalCache {
+            bypassEvents(events, now: now, environment: env)
+            return
+        }
         lastEventAt = now
         let seconds = now / 1000
         let accepts = settings.accepts
@@ -43,6 +47,68 @@ extension SyncNode {
                 if !accepts(flow) { mirror.eventsFiltered += 1 }
             }
         }
+    }
+
+    /// `DisableInternalCache`: each event the filter accepts goes to the peer as it is (NEW,
+    /// UPDATE, DESTROY), nothing is kept. Events lost to an overrun: conntrackd loses them for
+    /// good; ctsync sends the kernel's table again (what was created or changed comes through;
+    /// an end that was lost cannot be told).
+    private mutating func bypassEvents(_ events: some Collection<FlowEvent>, now: Int64, environment env: some SyncNodeEnvironment) {
+        let accepts = settings.accepts
+        for event in events {
+            switch event {
+            case .overrun:
+                mirror.overruns += 1
+                env.log(.warning, "events were lost (no internal cache: DisableInternalCache): sending the kernel's table again")
+                _ = bulkFromKernel(environment: env)
+            case .new(let flow):
+                mirror.eventsReceived += 1
+                guard accepts(flow) else {
+                    mirror.eventsFiltered += 1
+                    continue
+                }
+                bypass[flow.key] = flow
+                mode!.flowChanged(flow.key, created: true)
+                bypassCounters.new += 1
+            case .update(let flow, _):
+                mirror.eventsReceived += 1
+                guard accepts(flow) else {
+                    mirror.eventsFiltered += 1
+                    continue
+                }
+                bypass[flow.key] = flow
+                mode!.flowChanged(flow.key, created: false)
+                bypassCounters.updated += 1
+            case .destroy(let flow):
+                mirror.eventsReceived += 1
+                guard accepts(flow) else {
+                    mirror.eventsFiltered += 1
+                    continue
+                }
+                bypass.removeValue(forKey: flow.key)
+                mode!.flowDestroyed(flow)
+                bypassCounters.destroyed += 1
+            }
+        }
+    }
+
+    /// `DisableInternalCache`: the kernel's table (what the filter accepts) queued for the peer
+    /// as new flows, for `-B` and the peer's resync request; nil when it cannot be read.
+    mutating func bulkFromKernel(environment env: some SyncNodeEnvironment) -> Int? {
+        let dumped: [Flow]
+        do {
+            dumped = try env.readKernelTable()
+        } catch {
+            env.log(.error, "reading the kernel table for a bulk send failed: \(error)")
+            return nil
+        }
+        var queued = 0
+        for flow in dumped where settings.accepts(flow) {
+            bypass[flow.key] = flow
+            mode!.flowChanged(flow.key, created: true)
+            queued += 1
+        }
+        return queued
     }
 
     private mutating func overrun(now: Int64, environment env: some SyncNodeEnvironment) {

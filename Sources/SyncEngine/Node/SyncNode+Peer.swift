@@ -35,6 +35,7 @@ extension SyncNode {
             }
         }
         let cache = internalCache
+        let bypassed = bypass
         urgentQueued = false
         // Messages are encoded as the mode hands them out, into one buffer cut into datagrams
         // (`datagramEnds`); they are sent once the mode is done (it cannot be touched while it
@@ -47,7 +48,7 @@ extension SyncNode {
         let options = sync.encodeOptions
         let limit = sync.payloadLimit
         var start = 0
-        mode!.transmit(now: now, current: { cache[$0]?.flow }) { message in
+        mode!.transmit(now: now, current: { bypassed[$0] ?? cache[$0]?.flow }) { message in
             // Encoded in place; a message that overfills the datagram starts the next one.
             let before = wire.count
             SyncWire.encode(message, into: &wire, options: options)
@@ -56,6 +57,7 @@ extension SyncNode {
                 start = before
             }
         }
+        if bypassesInternalCache { bypass.removeAll(keepingCapacity: true) }
         if wire.count > start { ends.append(wire.count) }
         start = 0
         for end in ends {
@@ -199,6 +201,11 @@ extension SyncNode {
     mutating func sendRequestedBulk(now: Int64, environment env: some SyncNodeEnvironment) {
         bulkOwed = false
         lastBulk = now
+        if bypassesInternalCache {
+            let queued = bulkFromKernel(environment: env) ?? 0
+            env.log(.notice, "resync requested by the peer: sending the kernel's table (\(queued) flows; no internal cache)")
+            return
+        }
         env.log(.notice, "resync requested by the peer: sending \(internalCache.count) flows")
         mode!.enqueueAll(internalCache.keys)
     }

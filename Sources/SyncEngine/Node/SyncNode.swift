@@ -67,6 +67,9 @@ public struct SyncNode: Sendable {
         public var injects: Bool
         /// `StartupResync on`: ask the peer for its table at start.
         public var startupResync: Bool
+        /// `DisableInternalCache on` (NOTRACK): no internal cache; kernel events go to the peer
+        /// as they come, a bulk (`-B`, the peer's resync request) is read from the kernel.
+        public var bypassesInternalCache = false
         /// The number of the first message (the daemon takes the clock's seconds, as conntrackd).
         public var initialSequence: UInt32
         /// `Options { UpdateDelay }` (ms, 0 = off): what is queued waits up to this long for
@@ -163,6 +166,12 @@ public struct SyncNode: Sendable {
     var urgentQueued = false
     /// Received for the kernel (`DisableExternalCache`), written at the next `transmit`.
     var injectQueue: [(FlowMessageKind, Flow)] = []
+    /// `DisableInternalCache`: the flows of events not sent yet (the latest of each), which
+    /// the mode's queue names by key.
+    var bypass: [FlowKey: Flow] = [:]
+    public internal(set) var bypassCounters = BypassCounters()
+    /// Whether the internal cache is bypassed (`DisableInternalCache`).
+    public var bypassesInternalCache: Bool { settings.sync?.bypassesInternalCache ?? false }
     /// The encoded messages of a transmit, and where each datagram of them ends.
     var datagram: [UInt8] = []
     var datagramEnds: [Int] = []
@@ -192,6 +201,17 @@ public struct SyncNode: Sendable {
     /// changes meanwhile is queued, not lost), announces it to the peer, and asks for the
     /// peer's when configured to.
     public mutating func start(now: Int64, environment env: some SyncNodeEnvironment) throws {
+        if bypassesInternalCache {
+            // As conntrackd: no table read at start, nothing announced; events from now on.
+            env.log(.notice, "disabling internal cache (DisableInternalCache): kernel events go to the peer as they come")
+            if settings.sync?.startupResync == true {
+                tableRequestedAt = now
+                tableRequestExplicit = true
+                mode!.requestResync()
+                env.log(.notice, "resync requested from the peer (StartupResync)")
+            }
+            return
+        }
         let dumped = try env.readKernelTable()
         let result = internalCache.resync(with: dumped, now: now / 1000, accepts: settings.accepts)
         env.log(
