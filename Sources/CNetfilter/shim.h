@@ -39,6 +39,15 @@ static inline struct nlmsghdr *ctsync_put_ct_header(void *buf, uint8_t msgType,
     return nlh;
 }
 
+/// The same for an expectation request (ctnetlink_exp).
+static inline struct nlmsghdr *ctsync_put_exp_header(void *buf, uint8_t msgType,
+                                                     uint16_t flags, uint32_t seq,
+                                                     uint8_t family) {
+    struct nlmsghdr *nlh = ctsync_put_ct_header(buf, msgType, flags, seq, family);
+    nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK_EXP << 8) | msgType;
+    return nlh;
+}
+
 static inline uint32_t ctsync_nlmsg_header_size(void) { return (uint32_t)MNL_NLMSG_HDRLEN; }
 static inline uint32_t ctsync_nfgenmsg_size(void) { return (uint32_t)MNL_ALIGN(sizeof(struct nfgenmsg)); }
 static inline int ctsync_errno(void) { return errno; }

@@ -43,10 +43,10 @@ public enum WriteOperation: Sendable {
 ///
 /// Not thread-safe: one owner uses it at a time.
 public final class KernelTable {
-    private let transport: any NetlinkTransport
-    private var nextSequence: UInt32
-    private let receiveBuffer: UnsafeMutableRawBufferPointer
-    private let sendBuffer: UnsafeMutableRawBufferPointer
+    let transport: any NetlinkTransport
+    var nextSequence: UInt32
+    let receiveBuffer: UnsafeMutableRawBufferPointer
+    let sendBuffer: UnsafeMutableRawBufferPointer
     /// How long to wait for the kernel before giving up on a request.
     public var replyTimeoutMilliseconds: Int32 = 30_000
 
@@ -123,6 +123,12 @@ public final class KernelTable {
             "early_drop", "error", "search_restart", "clash_resolve", "chaintoolong",
         ]
         let seq = try sendRequest(type: IPCTNL_MSG_CT_GET_STATS_CPU, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: nil)
+        return try perCPUStatistics(sequence: seq, names: names)
+    }
+
+    /// Reads a per-CPU statistics dump: each message's CPU (nfgenmsg.res_id) and its u32
+    /// counters, named by attribute number (1-based) from `names`.
+    func perCPUStatistics(sequence seq: UInt32, names: [String]) throws -> [(cpu: Int, counters: [(String, UInt32)])] {
         var result: [(cpu: Int, counters: [(String, UInt32)])] = []
         try receiveUntilDone(sequence: seq, operation: "statistics") { message in
             let bytes = message.bytes
@@ -361,7 +367,7 @@ public final class KernelTable {
 
     /// Receives the answer to request `sequence` until NLMSG_DONE or its acknowledgement,
     /// handing each data message to `body`. A non-zero error answer throws.
-    private func receiveUntilDone(sequence: UInt32, operation: String, _ body: (NetlinkMessage) throws -> Void) throws {
+    func receiveUntilDone(sequence: UInt32, operation: String, _ body: (NetlinkMessage) throws -> Void) throws {
         while true {
             guard waitForReply() else { throw KernelError.request(operation: operation, errno: ETIMEDOUT) }
             let n = try transport.receive(into: receiveBuffer, wait: true)

@@ -68,24 +68,10 @@ import Testing
     @Test func eventsPrintOneLinePerEvent() throws {
         let ns = try TestNamespace("cev")
         defer { ns.remove() }
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-events-\(getpid()).out")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-events-\(getpid()).err")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        let watcher = Process()
-        watcher.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        watcher.arguments = ["ip", "netns", "exec", ns.name, Host.ctsync, "kernel", "events", "-o", "json", "--count", "3", "--timeout", "20"]
-        watcher.standardOutput = try FileHandle(forWritingTo: out)
-        watcher.standardError = try FileHandle(forWritingTo: err)
-        try watcher.run()
-        defer { if watcher.isRunning { watcher.terminate() } }
+        let watcher = try BackgroundCommand(
+            ns, [Host.ctsync, "kernel", "events", "-o", "json", "--count", "3", "--timeout", "20"], tag: "events")
         // Wait (bounded) until it has subscribed.
-        let ready = Date().addingTimeInterval(15)
-        while Date() < ready, !((try? String(contentsOf: err, encoding: .utf8)) ?? "").contains("listening") { usleep(10_000) }
+        _ = watcher.waitForStderr(containing: "listening", within: 15)
         let insert = try ns.ctsync([
             "kernel", "insert", "-p", "tcp", "-s", "198.18.7.1", "-d", "198.18.7.2", "--sport", "1", "--dport", "2",
             "--state", "SYN_SENT", "-t", "60",
@@ -99,18 +85,15 @@ import Testing
         #expect(xmlLines.count == 4 && xmlLines[2].hasPrefix("<flow><meta direction=\"original\">") && xmlLines[2].contains("198.18.7.1"))
         #expect(try ns.ctsync(["kernel", "update", "-p", "tcp", "-m", "5"]).status == 0)
         #expect(try ns.ctsync(["kernel", "delete", "-p", "tcp"]).status == 0)
-        let done = Date().addingTimeInterval(20)
-        while watcher.isRunning && Date() < done { usleep(10_000) }
-        #expect(!watcher.isRunning)
-        #expect(watcher.terminationStatus == 0)
-        let lines = ((try? String(contentsOf: out, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        #expect(watcher.waitForExit(within: 20))
+        #expect(watcher.process.terminationStatus == 0)
+        let lines = watcher.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 3)
         let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(objects.map { $0["event"] as? String } == ["new", "update", "destroy"])
         #expect(objects.allSatisfy { ($0["timestamp"] as? Double ?? 0) > 1_600_000_000 })
         #expect(objects[1]["mark"] as? Int == 5)
-        let stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
-        #expect(stderr.contains("3 flow events have been shown."))
+        #expect(watcher.stderr.contains("3 flow events have been shown."))
     }
 
     @Test func failuresAreNamedAndExitNonZero() throws {

@@ -138,6 +138,64 @@ import Testing
         }
     }
 
+    /// Expectations: an FTP master (the kernel's ftp helper, through nftables), then `-I expect`,
+    /// `-L expect` (the same lines as conntrack's), `-C`, `-G`, `-D`, `-F expect`, and the errors.
+    @Test func expectationsAsConntrack() throws {
+        let ns = try TestNamespace("ccl_e")
+        defer { ns.remove() }
+        let helper = """
+            table inet ctt_helper {
+                ct helper ftp-standard { type "ftp" protocol tcp; }
+                chain pre { type filter hook prerouting priority 0; tcp dport 21 ct helper set "ftp-standard"; }
+            }
+            """
+        let nft = try ns.exec(["nft", "-f", "-"], input: helper)
+        try #require(nft.status == 0, "nft: \(nft.stderr)")
+        let master = try ns.ctsync(
+            Self.words(
+                "kernel insert -p tcp -s 198.18.9.2 -d 198.18.9.1 --sport 36173 --dport 21 --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 300 --helper ftp"
+            ))
+        try #require(master.status == 0, "master: \(master.stderr)")
+        let create = Self.words(
+            "-I expect -s 198.18.9.2 -d 198.18.9.1 -p tcp --sport 36173 --dport 21 --tuple-src 198.18.9.2 --tuple-dst 198.18.9.1 --mask-src 255.255.255.255 --mask-dst 255.255.255.255 --tuple-port-src 0 --tuple-port-dst 4000 --mask-port-src 0 --mask-port-dst 65535 -t 200"
+        )
+        let made = try ns.ctsync(create)
+        #expect(made.status == 0, "\(made.stderr)")
+        let untimed = { (r: CommandResult) in r.lines.map { $0.replacingOccurrences(of: #"^\d+ "#, with: "", options: .regularExpression) } }
+        let theirs = untimed(try ns.exec(["conntrack", "-L", "expect"]))
+        let ours = untimed(try ns.ctsync(["-L", "expect"]))
+        #expect(theirs.count == 1 && theirs == ours, "conntrack: \(theirs)\nctsync: \(ours)")
+        #expect(ours.first?.hasPrefix("proto=6 src=198.18.9.2 dst=198.18.9.1 sport=0 dport=4000 mask-src=255.255.255.255") == true)
+        #expect(try ns.ctsync(["-C", "expect"]).stdout == "1\n")
+        // ctsync's own subcommands take --expect for the same table.
+        #expect(untimed(try ns.ctsync(["kernel", "list", "--expect"])) == ours)
+        #expect(try ns.ctsync(["kernel", "count", "--expect"]).stdout == "1\n")
+        #expect(try ns.ctsync(Self.words("-G expect -s 198.18.9.2 -d 198.18.9.1 -p tcp --sport 0 --dport 4000")).status == 0)
+        #expect(try ns.ctsync(Self.words("-D expect -s 198.18.9.2 -d 198.18.9.1 -p tcp --sport 0 --dport 4000")).status == 0)
+        #expect(try ns.exec(["conntrack", "-L", "expect"]).lines.isEmpty)
+        #expect(try ns.ctsync(create).status == 0)
+        #expect(try ns.ctsync(["-F", "expect"]).status == 0)
+        #expect(try ns.exec(["conntrack", "-L", "expect"]).lines.isEmpty)
+        // Events: the expectation made and flushed, as conntrack -E expect prints them.
+        let watcher = try BackgroundCommand(ns, [Host.ctsync, "kernel", "events", "--expect", "--count", "2", "--timeout", "20"], tag: "expev")
+        #expect(watcher.waitForStderr(containing: "listening", within: 15))
+        #expect(try ns.ctsync(create).status == 0)
+        #expect(try ns.ctsync(["kernel", "flush", "--expect"]).status == 0)
+        #expect(watcher.waitForExit(within: 20))
+        let seen = watcher.stdout.split(separator: "\n").map(String.init)
+        #expect(seen.count == 2 && seen[0].contains("    [NEW] ") && seen[1].contains("[DESTROY] "), "\(seen)")
+        // Usage errors as conntrack's: a missing expected tuple, an update of expectations.
+        var noTuple = create
+        let at = try #require(noTuple.firstIndex(of: "--tuple-src"))
+        noTuple.removeSubrange(at...(at + 1))
+        let missing = try ns.ctsync(noTuple)
+        #expect(missing.status == 2 && missing.stderr.contains("--tuple-src"), "\(missing.stderr)")
+        #expect(try ns.ctsync(["-U", "expect", "-m", "1"]).status == 2)
+        // Without a master the kernel refuses, with conntrack's words.
+        let orphan = try ns.ctsync(create.map { $0 == "36173" ? "36174" : $0 })
+        #expect(orphan.status == 1, "\(orphan.stderr)")
+    }
+
     /// The exit statuses scripts test: 0 done, 1 nothing matched or the kernel refused, 2 a
     /// usage error; and -D prints what it deleted, as conntrack does.
     @Test func exitStatusesAndDeletedLines() throws {

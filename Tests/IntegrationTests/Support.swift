@@ -282,3 +282,42 @@ enum KernelSamples {
         return flows
     }
 }
+
+/// A command left running in a namespace (an event watcher): its output goes to files, read
+/// when it has ended; the files go with it.
+final class BackgroundCommand {
+    let process = Process()
+    let out: URL
+    let err: URL
+
+    init(_ namespace: TestNamespace, _ arguments: [String], tag: String) throws {
+        out = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-\(tag)-\(getpid()).out")
+        err = FileManager.default.temporaryDirectory.appendingPathComponent("ctt-\(tag)-\(getpid()).err")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ip", "netns", "exec", namespace.name] + arguments
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(at: out)
+        try? FileManager.default.removeItem(at: err)
+    }
+
+    var stdout: String { (try? String(contentsOf: out, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: err, encoding: .utf8)) ?? "" }
+
+    /// Waits (bounded) until its stderr says `text` (e.g. that it has subscribed).
+    func waitForStderr(containing text: String, within seconds: Double) -> Bool {
+        eventually(within: seconds) { self.stderr.contains(text) }
+    }
+
+    /// Waits (bounded) for it to end.
+    func waitForExit(within seconds: Double) -> Bool {
+        eventually(within: seconds) { !self.process.isRunning }
+    }
+}

@@ -292,7 +292,7 @@ func command(_ byte: UInt8, _ node: inout SyncNode, _ env: FuzzEnvironment, now:
     case 1: env.linkUp[0].toggle()
     case 2: env.linkUp[1].toggle()
     case 3: env.failReads.toggle()
-    case 4: _ = node.sendBulk()
+    case 4: _ = node.sendBulk(environment: env)
     case 5: _ = node.requestPeerResync()
     case 6: _ = node.flushCaches(internal: true, external: false)
     case 7: _ = node.flushCaches(internal: false, external: true)

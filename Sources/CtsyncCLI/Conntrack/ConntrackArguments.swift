@@ -146,6 +146,13 @@ struct ConntrackArguments {
     var originalVerificationTag: UInt32?
     var replyVerificationTag: UInt32?
     var dccpRole: UInt8?
+    /// Expectations (`-I expect`): the expected tuple and its mask.
+    var tupleSource: IPAddress?
+    var tupleDestination: IPAddress?
+    var tupleSourcePort: UInt16?
+    var tupleDestinationPort: UInt16?
+    var maskSourcePort: UInt16?
+    var maskDestinationPort: UInt16?
     /// Warnings to print before running (values read the lax way conntrack reads them).
     var warnings: [String] = []
 
@@ -367,7 +374,8 @@ struct ConntrackArguments {
             case .replyDst: replyDestination = address
             case .maskSrc: sourceMask = address
             case .maskDst: destinationMask = address
-            default: throw Problem("expectations (`--\(option.rawValue)') are not supported by this command line yet")
+            case .tupleSrc: tupleSource = address
+            default: tupleDestination = address
             }
         case .protonum:
             proto = try Self.protocolNumber(text)
@@ -444,7 +452,13 @@ struct ConntrackArguments {
             default: replyDestinationPort = port
             }
         case .maskPortSrc, .maskPortDst, .tuplePortSrc, .tuplePortDst:
-            _ = try Self.port(value, option: spelled)
+            let port = try Self.port(value, option: spelled)
+            switch option {
+            case .maskPortSrc: maskSourcePort = port
+            case .maskPortDst: maskDestinationPort = port
+            case .tuplePortSrc: tupleSourcePort = port
+            default: tupleDestinationPort = port
+            }
         case .state:
             state = value
         case .origVtag:

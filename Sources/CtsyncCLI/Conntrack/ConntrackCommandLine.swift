@@ -132,10 +132,8 @@ enum ConntrackCommandLine {
         default: break
         }
         try requireRoot("the conntrack table")
-        if line.table == .expect {
-            throw Failure(message: "expectations (-\(command.letter) expect) are not supported by ctsync yet", code: 1)
-        }
         let table = try KernelTable()
+        if line.table == .expect { return try expectations(command, line, table, batch: batch) }
         let sink = OutputSink()
         defer { sink.flush() }
         switch command {
@@ -276,6 +274,69 @@ enum ConntrackCommandLine {
         return format.line(flow, event: event)
     }
 
+    /// The expectation table (`-L expect`, `-I expect`, ...).
+    static func expectations(_ command: ConntrackArguments.Command, _ line: ConntrackArguments, _ table: KernelTable, batch: Bool) throws -> Int32 {
+        let sink = OutputSink()
+        defer { sink.flush() }
+        switch command {
+        case .list:
+            let all = try table.dumpExpectations(family: line.family)
+            for e in all { sink.line(ExpectationText.line(e)) }
+            sink.flush()
+            summary("\(all.count) expectations have been shown.")
+        case .count:
+            print(try table.dumpExpectations(family: line.family).count)
+        case .flush:
+            try table.flushExpectations(family: line.family)
+            summary("expectation table has been emptied.")
+        case .stats:
+            for cpu in try table.expectationStatistics() {
+                let padded = String(cpu.cpu).padding(toLength: max(4, String(cpu.cpu).count), withPad: " ", startingAt: 0)
+                print("cpu=\(padded)\t" + cpu.counters.map { "\($0.0)=\($0.1) " }.joined())
+            }
+        case .create:
+            try mapped(command) { try table.createExpectation(try line.expectationToCreate()) }
+        case .delete:
+            try mapped(command) { try table.deleteExpectation(try line.expectationNamed()) }
+            summary("1 expectations have been deleted.")
+        case .get:
+            let wanted = try line.expectationNamed()
+            let found = try table.dumpExpectations(family: wanted.family).first {
+                $0.expected.matches(wanted.expected, mask: $0.mask, ports: $0.proto.hasPorts) && $0.proto == wanted.proto
+            }
+            guard let found else { throw Failure(message: "Operation failed: such expectation doesn't exist", code: 1) }
+            print(ExpectationText.line(found))
+        case .event:
+            let listener = try ExpectationListener(receiveBufferSize: line.bufferSize ?? 4 << 20)
+            signal(SIGINT) { _ in stopEvents = 1 }
+            signal(SIGTERM) { _ in stopEvents = 1 }
+            var shown = 0
+            while stopEvents == 0 {
+                for item in try listener.next(timeoutMilliseconds: 250) {
+                    guard let (name, e) = item else {
+                        writeStandardError("WARNING: We have hit ENOBUFS! We are losing events.\n")
+                        continue
+                    }
+                    sink.line(stamped(ExpectationText.line(e, event: name), line.output.contains(.timestamp)))
+                    shown += 1
+                }
+                sink.flush()
+            }
+            summary("\(shown) expectation events have been shown.")
+        default:
+            break
+        }
+        return 0
+    }
+
+    /// `-o timestamp`: an event line after conntrack's `[seconds.microseconds]` and a tab.
+    static func stamped(_ text: String, _ stamp: Bool) -> String {
+        guard stamp else { return text }
+        var now = timeval()
+        gettimeofday(&now, nil)
+        return "[\(now.tv_sec).\(String(format: "%06ld", now.tv_usec))]\t" + text
+    }
+
     /// -E: events until Ctrl-C (or SIGTERM), filtered as -L filters.
     static func events(_ line: ConntrackArguments) throws -> Int32 {
         let types = line.eventMask ?? .all
@@ -299,13 +360,8 @@ enum ConntrackCommandLine {
                     header = true
                 }
                 let prefix = event.name == "NEW" ? "-A" : event.name == "UPDATE" ? "-U" : "-D"
-                var text = render(flow, line, prefix: prefix, event: line.output.contains(.save) ? nil : event.name)
-                if line.output.contains(.timestamp) && !line.output.contains(.xml) {
-                    var now = timeval()
-                    gettimeofday(&now, nil)
-                    text = "[\(now.tv_sec).\(String(format: "%06ld", now.tv_usec))]\t" + text
-                }
-                sink.line(text)
+                let text = render(flow, line, prefix: prefix, event: line.output.contains(.save) ? nil : event.name)
+                sink.line(stamped(text, line.output.contains(.timestamp) && !line.output.contains(.xml)))
                 shown += 1
             }
             sink.flush()

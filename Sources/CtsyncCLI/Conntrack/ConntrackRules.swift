@@ -17,6 +17,10 @@ extension ConntrackArguments {
             switch command {
             case .list: return Rule(allowed: [.family, .output])
             case .event: return Rule(allowed: [.output])
+            case .create:
+                return Rule(
+                    required: [.src, .dst, .protonum, .timeout, .tupleSrc, .tupleDst, .maskSrc, .maskDst], allowed: [.replySrc, .replyDst, .status])
+            case .delete, .get: return Rule(required: [.src, .dst, .protonum], allowed: [.replySrc, .replyDst])
             default: return Rule()
             }
         }
@@ -67,9 +71,7 @@ extension ConntrackArguments {
             switch command {
             case .update: throw Problem("Can't do --update on expectations")
             case .add: throw Problem("Can't do --add on expectations")
-            case .list, .event, .flush, .count, .stats, .version, .help: break
-            default:
-                throw Problem("-\(command.letter) expect (inserting, getting or deleting one expectation) is not supported by ctsync yet")
+            default: break
             }
         }
         if given.contains(.anyNat) && (given.contains(.srcNat) || given.contains(.dstNat)) {
@@ -95,7 +97,9 @@ extension ConntrackArguments {
                 throw Problem("you have to specify `--src' and `--dst'")
             }
         }
-        if command != .help, let proto { try checkProtocolOptions(command, proto) }
+        if command != .help, let proto {
+            if table == .expect { try checkExpectationPorts(command, proto) } else { try checkProtocolOptions(command, proto) }
+        }
         if command == .list && given.contains(.zero) {
             let filtering: Set<Option> = [
                 .protonum, .src, .dst, .replySrc, .replyDst, .mark, .secmark, .status, .id, .zone, .label, .origZone, .replyZone,
@@ -111,6 +115,17 @@ extension ConntrackArguments {
         }
         if output.contains(.save) && output != .save {
             throw Problem("cannot combine save output with any other output type, use -o save only")
+        }
+    }
+
+    /// An expectation's ports: the master's (`--sport`, `--dport`), and to create one also the
+    /// expected tuple's and the mask's (`--tuple-port-*`, `--mask-port-*`).
+    private func checkExpectationPorts(_ command: Command, _ proto: L4Protocol) throws(Problem) {
+        guard proto.hasPorts else { return }
+        var required: [ProtoOption] = [.sport, .dport]
+        if command == .create { required += [.tuplePortSrc, .tuplePortDst, .maskPortSrc, .maskPortDst] }
+        for option in required where !givenProto.contains(option) {
+            throw Problem("You need to supply the `--\(option.rawValue)' option for this command")
         }
     }
 

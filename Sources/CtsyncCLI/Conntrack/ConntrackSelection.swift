@@ -146,6 +146,33 @@ extension ConntrackArguments {
         return flow
     }
 
+    /// The expectation `-I expect` creates: master `-s -d -p --sport --dport`, expected tuple
+    /// `--tuple-src --tuple-dst --tuple-port-*`, mask `--mask-src --mask-dst --mask-port-*`.
+    func expectationToCreate() throws(Problem) -> Expectation {
+        guard let proto, let source, let destination, let tupleSource, let tupleDestination, let sourceMask, let destinationMask else {
+            throw Problem("-I expect needs -s, -d, -p, --tuple-src, --tuple-dst, --mask-src and --mask-dst")
+        }
+        let master = Tuple(source: source, destination: destination, sourcePort: sourcePort ?? 0, destinationPort: destinationPort ?? 0)
+        let expected = Tuple(
+            source: tupleSource, destination: tupleDestination, sourcePort: tupleSourcePort ?? 0, destinationPort: tupleDestinationPort ?? 0)
+        let mask = Tuple(
+            source: sourceMask, destination: destinationMask, sourcePort: maskSourcePort ?? 0, destinationPort: maskDestinationPort ?? 0)
+        var e = Expectation(family: source.family, master: master, masterProto: proto, expected: expected, proto: proto, mask: mask)
+        e.timeout = timeout
+        return e
+    }
+
+    /// The expectation `-D expect` and `-G expect` name: a connection it expects (`-s -d -p
+    /// --sport --dport`), matched under the expectation's mask by the kernel.
+    func expectationNamed() throws(Problem) -> Expectation {
+        guard let proto, let source, let destination else { throw Problem("-D/-G expect need -s, -d and -p") }
+        let tuple = Tuple(source: source, destination: destination, sourcePort: sourcePort ?? 0, destinationPort: destinationPort ?? 0)
+        let full = IPAddress.mask(prefix: 128, family: source.family)
+        return Expectation(
+            family: source.family, master: tuple, masterProto: proto, expected: tuple, proto: proto,
+            mask: Tuple(source: full, destination: full, sourcePort: .max, destinationPort: .max))
+    }
+
     /// The flow `-G` looks up.
     func flowToGet() throws(Problem) -> Flow {
         var copy = self

@@ -8,13 +8,17 @@ struct KernelCount: ParsableCommand {
 
     @OptionGroup var filter: FlowFilterOptions
     @OptionGroup var output: ReportOutputOptions
+    @Flag(name: .customLong("expect"), help: "The expectation table instead of the flows (conntrack's `expect` table).")
+    var expect = false
 
     func run() throws {
         try requireRoot("counting the conntrack table")
         let table = try KernelTable()
         let criteria = filter.filter
         var count = 0
-        if criteria.isEmpty {
+        if expect {
+            count = try table.dumpExpectations(family: criteria.family).count
+        } else if criteria.isEmpty {
             count = try table.count()
         } else {
             try table.dump(family: criteria.family) { if criteria.matches($0) { count += 1 } }

@@ -20,6 +20,9 @@ struct KernelEvents: ParsableCommand {
     @Option(name: [.customShort("e"), .customLong("event-mask")], help: "Event types: comma list of NEW, UPDATE, DESTROY (default all).")
     var eventMask: String = "NEW,UPDATE,DESTROY"
 
+    @Flag(name: .customLong("expect"), help: "The expectation table instead of the flows (conntrack's `expect` table).")
+    var expect = false
+
     @Option(name: .customLong("count"), help: "Stop after this many events.")
     var count: Int?
 
@@ -41,6 +44,10 @@ struct KernelEvents: ParsableCommand {
     func run() throws {
         try requireRoot("listening to conntrack events")
         let types = EventTypes(list: eventMask)!
+        if expect {
+            try expectationEvents(types)
+            return
+        }
         let listener = try EventListener(types: types, receiveBufferSize: bufferSize)
         // Said once subscribed, so a script can wait for it before it makes events happen.
         summary("listening for \(eventMask.uppercased()) events")
@@ -72,6 +79,33 @@ struct KernelEvents: ParsableCommand {
         }
         sink.flush()
         summary("\(shown) flow events have been shown." + (lost > 0 ? " Events were lost \(lost) time(s) (overrun)." : ""))
+    }
+
+    /// `--expect`: expectation events in conntrack's layout, until the same limits.
+    func expectationEvents(_ types: EventTypes) throws {
+        let listener = try ExpectationListener(types: types, receiveBufferSize: bufferSize)
+        summary("listening for \(eventMask.uppercased()) expectation events")
+        signal(SIGINT) { _ in interrupted = 1 }
+        signal(SIGTERM) { _ in interrupted = 1 }
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        let sink = OutputSink()
+        var shown = 0
+        loop: while interrupted == 0 {
+            if let deadline, deadline.timeIntervalSinceNow <= 0 { break }
+            for item in try listener.next(timeoutMilliseconds: 250) {
+                let stamp = String(format: "%.6f", Date().timeIntervalSince1970)
+                guard let (name, e) = item else {
+                    sink.line("[\(stamp)]\t[OVERRUN] events lost (ENOBUFS)")
+                    continue
+                }
+                sink.line("[\(stamp)]\t" + ExpectationText.line(e, event: name))
+                shown += 1
+                if let count, shown >= count { break loop }
+            }
+            sink.flush()
+        }
+        sink.flush()
+        summary("\(shown) expectation events have been shown.")
     }
 
     static func render(_ event: FlowEvent, at time: Double, format: OutputFormat) -> String {

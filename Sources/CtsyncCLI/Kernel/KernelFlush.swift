@@ -9,10 +9,19 @@ struct KernelFlush: ParsableCommand {
 
     @OptionGroup var filter: FlowFilterOptions
     @OptionGroup var output: ReportOutputOptions
+    @Flag(name: .customLong("expect"), help: "The expectation table instead of the flows (conntrack's `expect` table).")
+    var expect = false
 
     func run() throws {
         try requireRoot("flushing the conntrack table")
         let criteria = filter.filter
+        if expect {
+            let table = try KernelTable()
+            let before = try table.dumpExpectations(family: criteria.family).count
+            try table.flushExpectations(family: criteria.family)
+            if output.format.style == .json { print("{\"flushed\":\(before)}") } else { summary("\(before) expectations have been flushed.") }
+            return
+        }
         if !criteria.isEmpty {
             // A family or any other criterion: dump, select, delete, with an exact count.
             report(try deleteMatching(criteria), verb: "flushed", format: output.format)

@@ -9,11 +9,25 @@ struct KernelList: ParsableCommand {
 
     @OptionGroup var filter: FlowFilterOptions
     @OptionGroup var output: OutputOptions
+    @Flag(name: .customLong("expect"), help: "The expectation table instead of the flows (conntrack's `expect` table).")
+    var expect = false
+
+    func validate() throws {
+        if expect && output.format.style != .text {
+            throw ValidationError("--expect prints conntrack's text layout only (-o text)")
+        }
+    }
 
     func run() throws {
         try requireRoot("listing the conntrack table")
         let table = try KernelTable()
         let criteria = filter.filter
+        if expect {
+            let all = try table.dumpExpectations(family: criteria.family)
+            for e in all { print(ExpectationText.line(e)) }
+            summary("\(all.count) expectations have been shown.")
+            return
+        }
         let sink = OutputSink()
         let format = output.format
         let text = format.textFormat

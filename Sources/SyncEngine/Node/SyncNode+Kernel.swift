@@ -61,24 +61,17 @@ extension SyncNode {
                 mirror.overruns += 1
                 env.log(.warning, "events were lost (no internal cache: DisableInternalCache): sending the kernel's table again")
                 _ = bulkFromKernel(environment: env)
-            case .new(let flow):
+            case .new(let flow), .update(let flow, _):
                 mirror.eventsReceived += 1
                 guard accepts(flow) else {
                     mirror.eventsFiltered += 1
                     continue
                 }
+                let created: Bool
+                if case .new = event { created = true } else { created = false }
                 bypass[flow.key] = flow
-                mode!.flowChanged(flow.key, created: true)
-                bypassCounters.new += 1
-            case .update(let flow, _):
-                mirror.eventsReceived += 1
-                guard accepts(flow) else {
-                    mirror.eventsFiltered += 1
-                    continue
-                }
-                bypass[flow.key] = flow
-                mode!.flowChanged(flow.key, created: false)
-                bypassCounters.updated += 1
+                mode!.flowChanged(flow.key, created: created)
+                if created { bypassCounters.new += 1 } else { bypassCounters.updated += 1 }
             case .destroy(let flow):
                 mirror.eventsReceived += 1
                 guard accepts(flow) else {
