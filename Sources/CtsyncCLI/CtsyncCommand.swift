@@ -13,6 +13,11 @@ public struct CtsyncCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "ctsync",
         abstract: "Operate ctsync and the kernel's connection-tracking table.",
+        discussion: """
+            ctsync also takes conntrack's own command line, unchanged: ctsync -L, -G, -D, -I, -U, -A, -E, -F, -C, -S, \
+            -R FILE (and the expect table), with conntrack 1.4.7's options, output and exit statuses. \
+            'ctsync conntrack -h' lists them.
+            """,
         version: CtsyncVersion.string,
         subcommands: [
             KernelCommand.self, StatsCommand.self, CacheCommand.self, FlushCommand.self, ResyncCommand.self, BulkCommand.self, CommitCommand.self,

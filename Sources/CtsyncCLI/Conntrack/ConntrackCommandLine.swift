@@ -31,7 +31,7 @@ enum ConntrackCommandLine {
             let shown = try run(line, batch: false)
             exit(shown)
         } catch let problem as ConntrackArguments.Problem {
-            writeStandardError("ctsync: \(problem.message) (see 'ctsync -h')\n")
+            writeStandardError("ctsync: \(problem.message) (see 'ctsync conntrack -h')\n")
             exit(2)
         } catch let failure as Failure {
             writeStandardError("ctsync: \(failure.message)\n")
