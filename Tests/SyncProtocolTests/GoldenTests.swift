@@ -386,4 +386,38 @@ import Testing
         mixed[0] = (ExpectationAttribute.masterIPv4.rawValue, [UInt8](repeating: 1, count: 8))
         #expect(ExpectationCodec.expectation(mixed) == nil)
     }
+
+    /// Hostile attributes: wrong sizes, unknown ids, a missing master, random bytes. Nothing
+    /// traps; a tuple of the wrong size or a missing master or expected tuple is refused.
+    @Test func brokenAttributesAreRefusedNotTrusted() {
+        let good = ExpectationCodec.attributes(
+            Expectation(
+                family: .ipv4,
+                master: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!, sourcePort: 1, destinationPort: 21),
+                masterProto: .tcp, expected: Tuple(source: IPAddress("198.18.0.1")!, destination: IPAddress("198.18.0.2")!), proto: .tcp,
+                mask: Tuple(source: IPAddress("255.255.255.255")!, destination: IPAddress("255.255.255.255")!)))
+        #expect(ExpectationCodec.expectation(good) != nil)
+        #expect(ExpectationCodec.expectation([]) == nil)
+        #expect(ExpectationCodec.expectation(good.filter { $0.0 != ExpectationAttribute.masterIPv4.rawValue }) == nil)
+        #expect(ExpectationCodec.expectation(good.filter { $0.0 != ExpectationAttribute.expectIPv4.rawValue }) == nil)
+        var short = good
+        short[0].1 = [1, 2, 3]
+        #expect(ExpectationCodec.expectation(short) == nil)
+        var proto = good
+        proto[1].1 = [6, 6]
+        #expect(ExpectationCodec.expectation(proto) == nil)
+        // Random attribute lists (seeded): decoded or refused, never a trap.
+        var rng = SeededGenerator(seed: 14)
+        for _ in 0..<20_000 {
+            var attributes = good
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                let index = Int.random(in: 0..<attributes.count, using: &rng)
+                let length = Int.random(in: 0...40, using: &rng)
+                attributes[index] = (
+                    UInt16.random(in: 0...24, using: &rng), (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                )
+            }
+            _ = ExpectationCodec.expectation(attributes)
+        }
+    }
 }

@@ -440,25 +440,26 @@ struct ConntrackArguments {
         }
     }
 
+    /// Where each port option (or GRE key) goes.
+    static func portField(_ option: ProtoOption) -> WritableKeyPath<ConntrackArguments, UInt16?>? {
+        switch option {
+        case .sport: \.sourcePort
+        case .dport: \.destinationPort
+        case .replyPortSrc: \.replySourcePort
+        case .replyPortDst: \.replyDestinationPort
+        case .maskPortSrc: \.maskSourcePort
+        case .maskPortDst: \.maskDestinationPort
+        case .tuplePortSrc: \.tupleSourcePort
+        case .tuplePortDst: \.tupleDestinationPort
+        default: nil
+        }
+    }
+
     private mutating func apply(_ option: ProtoOption, spelled: String, value: String) throws(Problem) {
         givenProto.insert(option)
         switch option {
-        case .sport, .dport, .replyPortSrc, .replyPortDst:
-            let port = try Self.port(value, option: spelled)
-            switch option {
-            case .sport: sourcePort = port
-            case .dport: destinationPort = port
-            case .replyPortSrc: replySourcePort = port
-            default: replyDestinationPort = port
-            }
-        case .maskPortSrc, .maskPortDst, .tuplePortSrc, .tuplePortDst:
-            let port = try Self.port(value, option: spelled)
-            switch option {
-            case .maskPortSrc: maskSourcePort = port
-            case .maskPortDst: maskDestinationPort = port
-            case .tuplePortSrc: tupleSourcePort = port
-            default: tupleDestinationPort = port
-            }
+        case .sport, .dport, .replyPortSrc, .replyPortDst, .maskPortSrc, .maskPortDst, .tuplePortSrc, .tuplePortDst:
+            if let field = Self.portField(option) { self[keyPath: field] = try Self.port(value, option: spelled) }
         case .state:
             state = value
         case .origVtag:

@@ -221,10 +221,7 @@ enum ConntrackCommandLine {
             print(try table.count())
             return 0
         case .stats:
-            for cpu in try table.cpuStatistics() {
-                let padded = String(cpu.cpu).padding(toLength: max(4, String(cpu.cpu).count), withPad: " ", startingAt: 0)
-                print("cpu=\(padded)\t" + cpu.counters.map { "\($0.0)=\($0.1) " }.joined())
-            }
+            printStatistics(try table.cpuStatistics())
             return 0
         case .event:
             return try events(line)
@@ -290,10 +287,7 @@ enum ConntrackCommandLine {
             try table.flushExpectations(family: line.family)
             summary("expectation table has been emptied.")
         case .stats:
-            for cpu in try table.expectationStatistics() {
-                let padded = String(cpu.cpu).padding(toLength: max(4, String(cpu.cpu).count), withPad: " ", startingAt: 0)
-                print("cpu=\(padded)\t" + cpu.counters.map { "\($0.0)=\($0.1) " }.joined())
-            }
+            printStatistics(try table.expectationStatistics())
         case .create:
             try mapped(command) { try table.createExpectation(try line.expectationToCreate()) }
         case .delete:
@@ -327,6 +321,14 @@ enum ConntrackCommandLine {
             break
         }
         return 0
+    }
+
+    /// `-S`: one line a CPU, conntrack's layout (`cpu=0   \tfound=0 invalid=0 ... `).
+    static func printStatistics(_ cpus: [(cpu: Int, counters: [(String, UInt32)])]) {
+        for cpu in cpus {
+            let padded = String(cpu.cpu).padding(toLength: max(4, String(cpu.cpu).count), withPad: " ", startingAt: 0)
+            print("cpu=\(padded)\t" + cpu.counters.map { "\($0.0)=\($0.1) " }.joined())
+        }
     }
 
     /// `-o timestamp`: an event line after conntrack's `[seconds.microseconds]` and a tab.
