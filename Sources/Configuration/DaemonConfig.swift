@@ -91,7 +91,7 @@ public struct DaemonConfig: Sendable, Equatable {
             "Sync", "Sync.Options", "Sync.Options.TCPWindowTracking", "Sync.Options.IgnoreReceived", "Sync.CommitTimeout", "Sync.PurgeTimeout",
             "Sync.RefreshTime", "Sync.CacheTimeout",
             "Stats", "Stats.LogFile", "Stats.Syslog", "Metrics", "Metrics.IPv4_address", "Metrics.IPv6_address", "Metrics.Port",
-            "Sync.Auth", "Sync.Auth.KeyFile", "Sync.Auth.Algorithm", "Sync.Auth.NodeId", "Sync.Options.UpdateDelay",
+            "Sync.Auth", "Sync.Auth.KeyFile", "Sync.Auth.Algorithm", "Sync.Auth.NodeId", "Sync.Options.UpdateDelay", "Sync.Options.ExpectationSync",
         ]
         for policy in ["Accept", "Ignore"] {
             paths.insert("General.Filter.Protocol \(policy)")

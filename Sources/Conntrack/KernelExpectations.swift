@@ -71,6 +71,13 @@ public final class ExpectationListener {
 
     deinit { buffer.deallocate() }
 
+    /// For the daemon's poll loop: readable when events wait.
+    public var fileDescriptor: Int32 { socket.fileDescriptor }
+    /// Events caused by this netlink port (the daemon's own writes: an injection, a commit)
+    /// are skipped: they are not the kernel's news to replicate.
+    public var ignoredPort: UInt32 = 0
+    public private(set) var ignoredEvents = 0
+
     /// What arrived within `timeoutMilliseconds`: each expectation with its event's name
     /// (NEW, UPDATE, DESTROY); nil entries stand for lost events (ENOBUFS).
     public func next(timeoutMilliseconds: Int32) throws -> [(String, Expectation)?] {
@@ -78,11 +85,20 @@ public final class ExpectationListener {
         let n: Int
         do {
             n = try socket.receive(into: buffer, wait: false)
-        } catch KernelError.overrun {
-            return [nil]
+        } catch {
+            if case .overrun = error { return [nil] }
+            throw error
         }
+        return try parse(count: n)
+    }
+
+    private func parse(count n: Int) throws -> [(String, Expectation)?] {
         var out: [(String, Expectation)?] = []
         for message in try NetlinkMessage.split(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n), operation: "expectation events") {
+            if ignoredPort != 0 && message.portID == ignoredPort {
+                ignoredEvents += 1
+                continue
+            }
             guard let e = NFExpect.parse(message) else { continue }
             let kind = message.type & 0xff
             let name = kind == UInt16(IPCTNL_MSG_EXP_DELETE.rawValue) ? "DESTROY" : message.flags & UInt16(NLM_F_CREATE) != 0 ? "NEW" : "UPDATE"
@@ -194,5 +210,18 @@ enum NFExpect {
         }
         if let function = e.function { function.withCString { nfexp_set_attr(exp, ATTR_EXP_FN, $0) } }
         return try body(exp)
+    }
+}
+
+/// libnetfilter_conntrack's XML for an expectation (conntrackd's `-i expect -x`), made by the
+/// library itself.
+public enum ExpectationXML {
+    public static func element(_ e: Expectation) -> String {
+        var buffer = [CChar](repeating: 0, count: 2048)
+        let n =
+            (try? NFExpect.with(e) { exp in nfexp_snprintf(&buffer, UInt32(buffer.count), exp, UInt32(NFCT_T_UNKNOWN.rawValue), UInt32(NFCT_O_XML), 0)
+            }) ?? -1
+        guard n > 0 else { return "" }
+        return String(decoding: buffer.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -52,8 +52,8 @@ public enum ControlRequest: Equatable, Sendable {
     /// Commit the external cache into the kernel (`-c`), send the internal cache to the peer
     /// (`-B`), ask the peer for its table (`-n`).
     case commit, sendBulk, requestResync
-    /// Expectation requests (`-i expect`, ...): ctsync does not track expectations yet.
-    case expectations(String)
+    /// Expectation requests (`-i expect`, `-c expect`, ...), with `ExpectationSync`.
+    case expectations(ExpectationRequest)
     /// Whether the node is in sync with its peer (`ctsync health`), with the verdict's
     /// thresholds in milliseconds.
     case health(peerTimeoutMs: Int, lossTimeoutMs: Int)
@@ -85,10 +85,13 @@ public enum ControlRequest: Equatable, Sendable {
         case 18, 46: self = .commit
         case 22: self = .sendBulk
         case 23: self = .requestResync
-        case 38: self = .expectations("flush the kernel's expectations")
-        case 39: self = .expectations("resync expectations")
-        case 40, 41, 47, 48: self = .expectations("dump expectations")
-        case 42: self = .expectations("commit expectations")
+        case 38: self = .expectations(.flushKernel)
+        case 39: self = .expectations(.resync)
+        case 40: self = .expectations(.dump(.internal, xml: false))
+        case 41: self = .expectations(.dump(.external, xml: false))
+        case 47: self = .expectations(.dump(.internal, xml: true))
+        case 48: self = .expectations(.dump(.external, xml: true))
+        case 42: self = .expectations(.commit)
         default: return nil
         }
     }
@@ -131,7 +134,14 @@ public enum ControlRequest: Equatable, Sendable {
         case .requestResync: w.command = "request-resync"
         case .expectations(let what):
             w.command = "expectations"
-            w.detail = what
+            w.detail = what.word
+            switch what {
+            case .dump(let cache, let xml):
+                w.cache = cache
+                w.format = xml ? "xml" : "text"
+            case .flushCaches(let cache): w.cache = cache
+            default: break
+            }
         case .health(let peer, let loss):
             w.command = "health"
             w.peerTimeoutMs = peer
@@ -170,7 +180,17 @@ public enum ControlRequest: Equatable, Sendable {
         case "commit": return .commit
         case "send-bulk": return .sendBulk
         case "request-resync": return .requestResync
-        case "expectations": return .expectations(w.detail ?? "expectations")
+        case "expectations":
+            switch w.detail {
+            case "dump":
+                guard let cache = w.cache else { throw .badRequest("expectations dump needs \"cache\": internal or external") }
+                return .expectations(.dump(cache, xml: w.format == "xml"))
+            case "flush-kernel": return .expectations(.flushKernel)
+            case "resync": return .expectations(.resync)
+            case "commit": return .expectations(.commit)
+            case "flush-cache": return .expectations(.flushCaches(w.cache))
+            default: throw .badRequest("unknown expectations request '\(w.detail ?? "")': expected dump, flush-kernel, resync, commit or flush-cache")
+            }
         case "health":
             let peer = w.peerTimeoutMs ?? 3000
             let loss = w.lossTimeoutMs ?? 5000
@@ -211,6 +231,27 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
         case .notRunning(let path, let e): return "can't connect to \(path): \(errnoText(e)); is ctsyncd running?"
         case .system(let error): return "control socket: \(error)"
         case .failed(let m): return m
+        }
+    }
+}
+
+/// What a request about expectations asks (`ExpectationSync`): conntrackd's `-i expect`,
+/// `-e expect` (`-x`), `-F expect`, `-R expect`, `-c expect`, and ctsync's `-f expect`.
+public enum ExpectationRequest: Equatable, Sendable {
+    case dump(CacheName, xml: Bool)
+    case flushKernel
+    case resync
+    case commit
+    /// Empty the internal or external expectation cache, or both.
+    case flushCaches(CacheName?)
+
+    var word: String {
+        switch self {
+        case .dump: return "dump"
+        case .flushKernel: return "flush-kernel"
+        case .resync: return "resync"
+        case .commit: return "commit"
+        case .flushCaches: return "flush-cache"
         }
     }
 }

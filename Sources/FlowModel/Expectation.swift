@@ -33,9 +33,41 @@ public struct Expectation: Hashable, Sendable {
         self.mask = mask
     }
 
+    /// What identifies the expectation in a cache: its expected tuple and mask, its master, its
+    /// zone (conntrackd compares master, expected tuple and mask).
+    public var key: ExpectationKey {
+        ExpectationKey(family: family, proto: proto, expected: expected, mask: mask, master: master, masterProto: masterProto, zone: zone)
+    }
+
     public static let permanent: UInt32 = 1
     public static let inactive: UInt32 = 2
     public static let userspace: UInt32 = 4
+}
+
+/// An expectation's identity in the daemon's caches.
+public struct ExpectationKey: Hashable, Sendable {
+    public var family: AddressFamily
+    public var proto: L4Protocol
+    public var expected: Tuple
+    public var mask: Tuple
+    public var master: Tuple
+    public var masterProto: L4Protocol
+    public var zone: UInt16
+
+    public init(
+        family: AddressFamily, proto: L4Protocol, expected: Tuple, mask: Tuple, master: Tuple, masterProto: L4Protocol, zone: UInt16
+    ) {
+        self.family = family
+        self.proto = proto
+        self.expected = expected
+        self.mask = mask
+        self.master = master
+        self.masterProto = masterProto
+        self.zone = zone
+    }
+
+    /// The master flow's key (to find it in a flow cache).
+    public var masterKey: FlowKey { FlowKey(proto: masterProto, original: master, icmp: nil, zone: zone) }
 }
 
 extension Tuple {

@@ -44,12 +44,12 @@ case .check(let path):
 case .request(let path, let request):
     let config = loadConfig(path)
     do {
-        if request == .commit {
+        if request == .commit || request == .expectations(.commit) {
             // A commit answers when it has ended; a big table can take a while.
             let answer = try ControlClient.send(request, path: config.general.unixPath, timeoutSeconds: 3600)
             let report = try? JSONDecoder().decode(CommitReport.self, from: Data(answer))
             print(report?.summary ?? String(decoding: answer, as: UTF8.self))
-            if let report, report.failed > 0 { exit(1) }
+            if let report, report.failed + (report.expectations?.failed ?? 0) > 0 { exit(1) }
         } else {
             let answer = try ControlClient.send(request, path: config.general.unixPath)
             // conntrackd prints nothing for the actions that only do something (-f, -F, -R,
@@ -82,6 +82,9 @@ extension ControlRequest {
     var printsAnswer: Bool {
         switch self {
         case .flushCache, .flushKernel, .resync, .resetTimers, .sendBulk, .requestResync, .kill: return false
+        case .expectations(let what):
+            if case .dump = what { return true }
+            return false
         default: return true
         }
     }

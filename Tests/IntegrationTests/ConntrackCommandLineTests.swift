@@ -151,6 +151,12 @@ import Testing
             """
         let nft = try ns.exec(["nft", "-f", "-"], input: helper)
         try #require(nft.status == 0, "nft: \(nft.stderr)")
+        // Expectation events come only for a master that has the event extension, which the
+        // kernel gives (with the default nf_conntrack_events=2) only while some conntrack event
+        // listener exists on the machine: the watcher below listens to expectations only, so
+        // without this the events depend on what else runs (CI: nothing).
+        let events = try ns.exec(["sysctl", "-qw", "net.netfilter.nf_conntrack_events=1"])
+        try #require(events.status == 0, "sysctl: \(events.stderr)")
         let master = try ns.ctsync(
             Self.words(
                 "kernel insert -p tcp -s 198.18.9.2 -d 198.18.9.1 --sport 36173 --dport 21 --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 300 --helper ftp"

@@ -40,6 +40,21 @@ import Testing
         #expect(try parse("-c") == .request(configPath: DaemonArguments.defaultConfigPath, .commit))
         #expect(try parse("-B") == .request(configPath: DaemonArguments.defaultConfigPath, .sendBulk))
         #expect(try parse("-n") == .request(configPath: DaemonArguments.defaultConfigPath, .requestResync))
+        // Expectations (ExpectationSync): conntrackd's words, and its request codes.
+        let base = DaemonArguments.defaultConfigPath
+        #expect(try parse("-i expect -x") == .request(configPath: base, .expectations(.dump(.internal, xml: true))))
+        #expect(try parse("-e exp") == .request(configPath: base, .expectations(.dump(.external, xml: false))))
+        #expect(try parse("-c expect") == .request(configPath: base, .expectations(.commit)))
+        #expect(try parse("-F expect") == .request(configPath: base, .expectations(.flushKernel)))
+        #expect(try parse("-R expect") == .request(configPath: base, .expectations(.resync)))
+        #expect(try parse("-f expect") == .request(configPath: base, .expectations(.flushCaches(nil))))
+        #expect(try parse("-s expect") == .request(configPath: base, .stats(.expect, json: false)))
+        for (code, request) in [
+            (40, ExpectationRequest.dump(.internal, xml: false)), (41, .dump(.external, xml: false)), (47, .dump(.internal, xml: true)),
+            (48, .dump(.external, xml: true)), (38, .flushKernel), (39, .resync), (42, .commit),
+        ] as [(Int32, ExpectationRequest)] {
+            #expect(ControlRequest(legacyCode: code) == .expectations(request))
+        }
         #expect(try parse("-h") == .help)
         #expect(try parse("-v") == .version)
     }
@@ -81,6 +96,8 @@ import Testing
         let requests: [ControlRequest] = [
             .dump(.internal, format: .json, filter: filter), .stats(.cache, json: true), .flushCache(.external), .flushCache(nil),
             .flushKernel, .resync, .resetTimers, .kill, .commit, .sendBulk, .requestResync,
+            .expectations(.dump(.external, xml: true)), .expectations(.dump(.internal, xml: false)), .expectations(.flushKernel),
+            .expectations(.resync), .expectations(.commit), .expectations(.flushCaches(nil)), .expectations(.flushCaches(.internal)),
         ]
         for request in requests {
             #expect(try ControlRequest.decode(request.encoded()) == request)

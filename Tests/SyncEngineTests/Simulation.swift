@@ -21,6 +21,8 @@ final class SimFirewall: SyncNodeEnvironment {
     var dumps = 0
     /// False: the link cannot take a datagram now (a TCP link reconnecting with its queue full).
     var sendable = true
+    /// The kernel's expectation table.
+    var expectations: [ExpectationKey: Expectation] = [:]
 
     init(name: String, settings: SyncNode.Settings, now: Int64) {
         self.name = name
@@ -48,6 +50,23 @@ final class SimFirewall: SyncNodeEnvironment {
         }
     }
     func flowEnded(_ flow: Flow) { ended.append(flow) }
+    func readKernelExpectations() throws -> [Expectation] { Array(expectations.values) }
+    func injectExpectations(_ changes: [(FlowMessageKind, Expectation)]) {
+        for (kind, e) in changes {
+            if kind == .destroy { expectations.removeValue(forKey: e.key) } else { expectations[e.key] = e }
+        }
+    }
+
+    /// An expectation appears in the kernel (reported unless `silently`).
+    func expect(_ e: Expectation, now: Int64, silently: Bool = false) {
+        expectations[e.key] = e
+        if !silently { node.expectationEvents([.new(e)], now: now, environment: self) }
+    }
+
+    func unexpect(_ e: Expectation, now: Int64) {
+        guard let gone = expectations.removeValue(forKey: e.key) else { return }
+        node.expectationEvents([.destroy(gone)], now: now, environment: self)
+    }
     func log(_ level: NodeLogLevel, _ message: String) { logs.append((level, message)) }
 
     // MARK: The kernel changes (reported as events unless `silently`)
@@ -119,12 +138,12 @@ struct SimNetwork {
     }
 }
 
-func simFlow(_ id: Int, version: Int, node: UInt32) -> Flow {
+func simFlow(_ id: Int, version: Int, node: UInt32, port: UInt16 = 443) -> Flow {
     var f = Flow(
         proto: .tcp,
         original: Tuple(
             source: IPAddress(ipv4: 0xC612_0000 | node << 12 | UInt32(id >> 16)), destination: IPAddress(ipv4: 0xC613_0001),
-            sourcePort: UInt16(id & 0xffff), destinationPort: 443),
+            sourcePort: UInt16(id & 0xffff), destinationPort: port),
         tcp: TCPInfo(state: .established), status: [.seenReply, .assured], timeout: 600)
     f.mark = UInt32(version)
     return f
@@ -303,6 +322,7 @@ final class Cluster {
         settings.sync!.initialSequence = sequence
         let fresh = SimFirewall(name: old.name, settings: settings, now: now)
         fresh.kernel = old.kernel
+        fresh.expectations = old.expectations
         fresh.start(now: now)
         firewalls[index] = fresh
     }

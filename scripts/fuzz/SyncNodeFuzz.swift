@@ -47,11 +47,16 @@ let payloadLimit = 1472
 /// (FTFWMode.pendingControlLimit), one resync request, one alive, and the resync requests of the
 /// resend queue a NACK asks for again.
 let transmitQueueBound = 256 + 64 + 64 + 1 + 1 + resendQueueSize
-let settings = SyncNode.Settings(
-    hashLimit: hashLimit,
-    sync: SyncNode.Sync(
-        mode: .ftfw(windowSize: 30, resendQueueSize: resendQueueSize), linkCount: 2, payloadLimit: payloadLimit,
-        initialSequence: 1))
+let settings: SyncNode.Settings = {
+    var s = SyncNode.Settings(
+        hashLimit: hashLimit,
+        sync: SyncNode.Sync(
+            mode: .ftfw(windowSize: 30, resendQueueSize: resendQueueSize), linkCount: 2, payloadLimit: payloadLimit,
+            initialSequence: 1))
+    // ExpectationSync on: the peer's expectation messages are decoded and cached too.
+    s.expectations = { _ in true }
+    return s
+}()
 
 func require(_ condition: Bool, _ what: @autoclosure () -> String) {
     if !condition { fatalError("SyncNodeFuzz: \(what())") }

@@ -36,6 +36,7 @@ extension Daemon {
             }
         }
         nextToken += 1
+        commitIncludesExpectations = syncsExpectations
         committer!.waitingToken = nextToken
         committer!.start(
             node.commitSnapshot, now: monotonicMilliseconds() / 1000, commitTimeout: sync.commitTimeout,
@@ -45,13 +46,20 @@ extension Daemon {
     }
 
     func commitFinished(_ committer: Committer) {
-        guard let report = committer.collect() else { return }
+        guard var report = committer.collect() else { return }
         stats.commitCreated += report.created
         stats.commitUpdated += report.updated
         stats.commitFailed += report.failed
         metrics?.commitEnded(seconds: report.seconds)
         // Flows that did not get into the kernel will be missing after the takeover: a warning.
         if report.failed > 0 { log.warning("\(report.summary)") } else { log.notice("\(report.summary)") }
+        if commitIncludesExpectations {
+            // Their masters are in the kernel now: the expectations, before the answer (the
+            // events are joined again first, so the masters are in the internal cache too).
+            commitIncludesExpectations = false
+            resumeEventsAfterCommit()
+            report.expectations = commitExpectations()
+        }
         let reply: ControlReply
         if report.failed > 0 && report.created + report.updated == 0 && report.attempted > 0 {
             reply = .failure("commit failed: \(report.summary)")
@@ -62,15 +70,19 @@ extension Daemon {
             committer.waitingToken = nil
             control?.complete(token: token, with: reply)
         }
-        if eventsSuspended, let listener {
-            eventsSuspended = false
-            do {
-                try listener.resume()
-            } catch {
-                log.error("could not resume events after the commit: \(error)")
-            }
-            // Subscribed again first, then the table: nothing that changed meanwhile is missed.
-            node.resyncWithKernel(reason: "after commit", now: monotonicMilliseconds(), environment: environment)
+        // Without expectations the answer goes first: the takeover does not wait for the re-read.
+        resumeEventsAfterCommit()
+    }
+
+    private func resumeEventsAfterCommit() {
+        guard eventsSuspended, let listener else { return }
+        eventsSuspended = false
+        do {
+            try listener.resume()
+        } catch {
+            log.error("could not resume events after the commit: \(error)")
         }
+        // Subscribed again first, then the table: nothing that changed meanwhile is missed.
+        node.resyncWithKernel(reason: "after commit", now: monotonicMilliseconds(), environment: environment)
     }
 }

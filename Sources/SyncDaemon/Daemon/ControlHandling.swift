@@ -27,7 +27,9 @@ extension Daemon {
             // nothing to forget. `-F` flushes the kernel table.
             return .failure("no internal cache to flush (DisableInternalCache); -F flushes the kernel table")
         case .flushCache(let which):
-            let flushed = node.flushCaches(internal: which != .external, external: which != .internal)
+            var flushed = node.flushCaches(internal: which != .external, external: which != .internal)
+            // `-f` without a word: the expectation caches too, as conntrackd's ALL_FLUSH_CACHE.
+            if which == nil { flushed += node.flushExpectationCaches(internal: true, external: true) }
             log.notice("flushing caches (\(which.map(\.rawValue) ?? "internal and external")): \(flushed) flows")
             return .success(legacy ? "" : "{\"flushed\":\(flushed)}\n")
         case .flushKernel:
@@ -64,8 +66,8 @@ extension Daemon {
             return .success()
         case .commit:
             return commit()
-        case .expectations:
-            return .success()
+        case .expectations(let what):
+            return handleExpectations(what, legacy: legacy)
         case .health(let peer, let loss):
             let verdict = node.health(now: now, limits: HealthLimits(peerTimeoutMs: Int64(peer), lossTimeoutMs: Int64(loss)))
             let encoder = JSONEncoder()

@@ -38,6 +38,10 @@ public final class Daemon {
     var metricsServer: MetricsServer?
     var metrics: DaemonMetrics?
     var listener: EventListener?
+    /// `ExpectationSync`: the kernel's expectation events.
+    var expectationListener: ExpectationListener?
+    /// The commit running includes the expectations (`-c`), after the flows.
+    var commitIncludesExpectations = false
     let filter: FlowAcceptance
     let notifier = SystemdNotifier()
     var running = true
@@ -101,11 +105,13 @@ public final class Daemon {
             sync?.updateDelayMilliseconds = Int64(s.updateDelayMilliseconds)
             sync?.bypassesInternalCache = !s.mode.usesInternalCache
         }
+        let expectationSync = config.sync?.expectationSync ?? .off
         var settings = SyncNode.Settings(
             hashLimit: general.hashLimit, expectedFlows: general.hashSize, accepts: { filter.accepts($0) },
             listensToEvents: general.pollSeconds <= 0, pollMilliseconds: general.pollSeconds > 0 ? Int64(general.pollSeconds) * 1000 : nil,
             overrunResyncSeconds: general.netlinkOverrunResync,
             logsEndedFlows: config.stats.map { $0.logFile != nil || $0.syslogFacility != nil } ?? false, sync: sync)
+        if expectationSync.isEnabled { settings.expectations = { expectationSync.accepts(helperName: $0.helper) } }
         if let ignored = config.sync?.ignoredReceived, !ignored.isEmpty {
             settings.receivedTransform = { flow in
                 var f = flow
@@ -217,9 +223,12 @@ public final class Daemon {
                 injector = made
             }
         }
+        var expectationWriter: KernelTable?
+        if injector != nil && syncsExpectations { expectationWriter = try KernelTable() }
+        try openExpectationListener(ignoring: expectationWriter?.portID)
         let now = monotonicMilliseconds()
         node = SyncNode(settings: Self.nodeSettings(config, links: links), now: now)
-        environment = DaemonEnvironment(links: links, log: log, flowLog: flowLog, injector: injector)
+        environment = DaemonEnvironment(links: links, log: log, flowLog: flowLog, injector: injector, expectationWriter: expectationWriter)
         try node.start(now: now, environment: environment)
         if let links, let sync = config.sync {
             let names = links.names.enumerated().map { $0.element + ($0.offset == node.currentLink ? " (current)" : "") }
@@ -228,6 +237,13 @@ public final class Daemon {
             )
             if injector != nil {
                 log.notice("DisableExternalCache on: the peer's flows are written into the kernel table as they arrive")
+            }
+            switch sync.expectationSync {
+            case .off: break
+            case .all: log.notice("replicating expectations (ExpectationSync on): \(node.internalExpectations.count) held")
+            case .helpers(let names):
+                log.notice(
+                    "replicating the expectations of \(names.joined(separator: ", ")) (ExpectationSync): \(node.internalExpectations.count) held")
             }
         }
         if let interval = notifier.watchdogIntervalMilliseconds { nextWatchdog = monotonicMilliseconds() + interval }
@@ -293,6 +309,7 @@ public final class Daemon {
         metricsServer?.close()
         metricsServer = nil
         listener = nil
+        expectationListener = nil
         lock?.release()
         lock = nil
         signals?.close()
@@ -306,6 +323,7 @@ public final class Daemon {
     private enum Source: Equatable {
         case signals
         case events
+        case expectationEvents
         case link(Int)
         case commit
         case control
@@ -323,6 +341,7 @@ public final class Daemon {
             }
             if let signals { register(signals.readDescriptor, .signals) }
             if let listener { register(listener.fileDescriptor, .events) }
+            if let expectationListener { register(expectationListener.fileDescriptor, .expectationEvents) }
             for (index, link) in (environment.links?.links ?? []).enumerated() {
                 for descriptor in link.pollDescriptors() {
                     descriptors.append(descriptor)
@@ -358,6 +377,7 @@ public final class Daemon {
                 switch source {
                 case .signals: handleSignals()
                 case .events: if let listener { readEvents(listener) }
+                case .expectationEvents: if let expectationListener { readExpectationEvents(expectationListener) }
                 case .link(let link): receiveFromPeer(link: link, ready: descriptors[index])
                 case .commit: if let committer { commitFinished(committer) }
                 case .control, .metrics: break  // serviced together below

@@ -74,14 +74,15 @@ public enum DaemonArguments {
                 if try target(argument, optionalWord()) {
                     try setAction(argument, .dump(cache, format: .text, filter: nil))
                 } else {
-                    try setAction(argument, .expectations("dump expectations"))
+                    try setAction(argument, .expectations(.dump(cache, xml: false)))
                 }
             case "-x":
-                guard case .dump(let cache, _, let filter) = action else {
-                    throw UsageError(message: "-x must follow -i or -e")
+                switch action {
+                case .dump(let cache, _, let filter)?: action = .dump(cache, format: .xml, filter: filter)
+                case .expectations(.dump(let cache, _))?: action = .expectations(.dump(cache, xml: true))
+                default: throw UsageError(message: "-x must follow -i or -e")
                 }
                 xml = true
-                action = .dump(cache, format: .xml, filter: filter)
             case "-s":
                 let word = optionalWord()
                 guard let section = word.map({ StatsSection(prefix: $0) }) ?? .general else {
@@ -96,14 +97,15 @@ public enum DaemonArguments {
                 case nil: try setAction(argument, .flushCache(nil))
                 case let w? where "internal".hasPrefix(w): try setAction(argument, .flushCache(.internal))
                 case let w? where "external".hasPrefix(w): try setAction(argument, .flushCache(.external))
-                default: throw UsageError(message: "-f: unknown cache '\(word!)': expected internal or external")
+                case let w? where "expect".hasPrefix(w): try setAction(argument, .expectations(.flushCaches(nil)))
+                default: throw UsageError(message: "-f: unknown cache '\(word!)': expected internal, external or expect")
                 }
             case "-F":
-                try setAction(argument, try target(argument, optionalWord()) ? .flushKernel : .expectations("flush the kernel's expectations"))
+                try setAction(argument, try target(argument, optionalWord()) ? .flushKernel : .expectations(.flushKernel))
             case "-R":
-                try setAction(argument, try target(argument, optionalWord()) ? .resync : .expectations("resync expectations"))
+                try setAction(argument, try target(argument, optionalWord()) ? .resync : .expectations(.resync))
             case "-c":
-                try setAction(argument, try target(argument, optionalWord()) ? .commit : .expectations("commit expectations"))
+                try setAction(argument, try target(argument, optionalWord()) ? .commit : .expectations(.commit))
             case "-k": try setAction(argument, .kill)
             case "-t": try setAction(argument, .resetTimers)
             case "-B": try setAction(argument, .sendBulk)
@@ -138,7 +140,8 @@ public enum DaemonArguments {
           -e [ct|expect] [-x]    dump the external cache (-x: XML)
           -s [network|cache|runtime|link|rsqueue|process|queue|ct|expect]
                                  statistics, in conntrackd's layout
-          -f [internal|external] flush the caches
+          -f [internal|external|expect]
+                                 flush the caches
           -F [ct|expect]         flush the kernel table (flows the filter accepts)
           -R [ct|expect]         resync the internal cache with the kernel table
           -t                     set the kernel timeout of every flow to PurgeTimeout

@@ -12,12 +12,17 @@ final class DaemonEnvironment: SyncNodeEnvironment {
     let flowLog: FlowLog?
     /// `DisableExternalCache`: writes the peer's flows into the kernel as they arrive.
     let injector: Injector?
+    /// `DisableExternalCache` with `ExpectationSync`: writes the peer's expectations (its
+    /// port's events are not replicated back).
+    let expectationWriter: KernelTable?
+    var expectationInjectCounters = CacheCounters()
 
-    init(links: SyncLinks?, log: Logger, flowLog: FlowLog?, injector: Injector?) {
+    init(links: SyncLinks?, log: Logger, flowLog: FlowLog?, injector: Injector?, expectationWriter: KernelTable? = nil) {
         self.links = links
         self.log = log
         self.flowLog = flowLog
         self.injector = injector
+        self.expectationWriter = expectationWriter
     }
 
     func send(_ datagram: UnsafeRawBufferPointer, link: Int) -> Bool {

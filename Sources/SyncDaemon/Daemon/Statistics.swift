@@ -17,9 +17,11 @@ struct DaemonStatistics: Codable, Equatable {
         var destroyFailed: Int
         var noSpace: Int
 
-        init(_ cache: FlowCache) {
-            let c = cache.counters
-            active = cache.count
+        init(_ cache: FlowCache) { self.init(counters: cache.counters, active: cache.count) }
+        init(_ cache: ExpectationCache) { self.init(counters: cache.counters, active: cache.count) }
+
+        init(counters c: CacheCounters, active: Int) {
+            self.active = active
             created = c.created
             createFailed = c.createFailed
             updated = c.updated
@@ -161,12 +163,23 @@ struct DaemonStatistics: Codable, Equatable {
     var inject: Inject?
     var commit: Commit
     var control: Control
+    /// `ExpectationSync`: the expectation caches.
+    var expectations: Expectations?
+
+    struct Expectations: Codable, Equatable {
+        var `internal`: Cache
+        var external: Cache
+        var eventsReceived: Int
+        var eventsFiltered: Int
+        /// Expectation messages of the peer dropped because ExpectationSync is off.
+        var ignored: Int
+    }
 
     enum CodingKeys: String, CodingKey {
         case uptimeSeconds
         case internalCache = "internal"
         case externalCache = "external"
-        case sync, hashLimit, traffic, netlink, inject, commit, control
+        case sync, hashLimit, traffic, netlink, inject, commit, control, expectations
     }
 
     /// One line of JSON.
@@ -222,7 +235,7 @@ extension Daemon {
                 created: c.created, updated: c.updated, failed: c.createFailed, destroyed: c.destroyed, destroyFailed: c.destroyFailed,
                 eventsIgnored: listener?.ignoredEvents ?? 0)
         }
-        return DaemonStatistics(
+        var statistics = DaemonStatistics(
             uptimeSeconds: max(0, now - stats.startedAt), internalCache: .init(node.internalCache), externalCache: .init(node.externalCache),
             sync: sync, hashLimit: node.internalCache.limit,
             traffic: .init(bytes: node.internalCache.trafficBytes, packets: node.internalCache.trafficPackets),
@@ -237,6 +250,12 @@ extension Daemon {
             control: .init(
                 requests: stats.localRequests, readFailed: control?.readFailures ?? 0, unknown: control?.unknownRequests ?? 0,
                 stalled: control?.stalledClients ?? 0))
+        if syncsExpectations || node.expectationsIgnored > 0 {
+            statistics.expectations = .init(
+                internal: .init(node.internalExpectations), external: .init(node.externalExpectations),
+                eventsReceived: node.expectationEventsReceived, eventsFiltered: node.expectationEventsFiltered, ignored: node.expectationsIgnored)
+        }
+        return statistics
     }
 
     /// A `-s` section in conntrackd's layout.
@@ -294,7 +313,16 @@ extension Daemon {
                     c.counters, device: c.config.interface, kind: c.config.kind, link: true, status: SyncLinks.status(c.config.interface),
                     active: index == node.currentLink)
             }.joined()
-        case .process, .expect:
+        case .expect:
+            // conntrackd prints nothing unless expectations are replicated; else the `-s`
+            // layout with the expectation caches.
+            guard syncsExpectations else { return "" }
+            return StatsReport.cacheSummary(name: "internal", active: node.internalExpectations.count, counters: node.internalExpectations.counters)
+                + StatsReport.cacheSummary(name: "external", active: node.externalExpectations.count, counters: node.externalExpectations.counters)
+                + StatsReport.traffic(bytes: s.traffic.bytes, packets: s.traffic.packets)
+                + channel
+                + StatsReport.messageTracking(malformed: s.sync?.malformed ?? 0, lost: s.sync?.lost ?? 0)
+        case .process:
             return ""
         }
     }

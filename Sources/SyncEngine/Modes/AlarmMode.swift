@@ -32,9 +32,13 @@ public struct AlarmMode: SyncMode {
     public mutating func flowDestroyed(_ flow: Flow) { queue.flowDestroyed(flow) }
     public mutating func enqueueAll(_ keys: [FlowKey]) { for key in keys { queue.enqueue(key) } }
     public mutating func requestResync() { queue.append(.resync) }
+    public mutating func expectationChanged(_ key: ExpectationKey, created: Bool) { queue.expectationChanged(key, created: created) }
+    public mutating func expectationDestroyed(_ expectation: Expectation) { queue.expectationDestroyed(expectation) }
 
-    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
-        queue.transmit(now: now, current: current, emit: emit)
+    public mutating func transmit(
+        now: Int64, current: (FlowKey) -> Flow?, expectation: (ExpectationKey) -> Expectation?, emit: (SyncMessage) -> Void
+    ) {
+        queue.transmit(now: now, current: current, expectation: expectation, emit: emit)
     }
 
     public mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction] { queue.receive(message) }

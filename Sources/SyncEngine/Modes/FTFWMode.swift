@@ -24,6 +24,8 @@ public struct FTFWMode: SyncMode {
     }
     enum Item: Hashable, Sendable {
         case flow(FlowKey)
+        /// An expectation (`ExpectationSync`): built, sent and resent as a flow is.
+        case expectation(ExpectationKey)
         case control(Control)
         /// A control message sent again under a new number: nothing left to wait for.
         case hole
@@ -41,6 +43,10 @@ public struct FTFWMode: SyncMode {
     private var resendFlows: [FlowKey: UInt32] = [:]
     /// Destroyed flows whose DESTROY is not acknowledged yet.
     private var tombstones: [FlowKey: Flow] = [:]
+    /// The same three for expectations: few, kept apart from the flows' hot path.
+    private var txExpectations: [ExpectationKey: Bool] = [:]
+    private var resendExpectations: [ExpectationKey: UInt32] = [:]
+    private var expectationTombstones: [ExpectationKey: Expectation] = [:]
     private enum Hello { case initial, saying, done }
     private var hello = Hello.initial
     private var sayHelloBack = false
@@ -101,6 +107,9 @@ public struct FTFWMode: SyncMode {
             if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence {
                 enqueue(key)
                 count += 1
+            } else if case .expectation(let key) = entry.item, resendExpectations[key] == entry.sequence {
+                enqueueExpectation(key)
+                count += 1
             }
         }
         // The wait goes on counting until an acknowledgement makes progress: health keeps
@@ -129,7 +138,7 @@ public struct FTFWMode: SyncMode {
     public var transmitQueueLength: Int { txQueue.count - holes }
     /// True when no flow message is queued or waiting for acknowledgement (control messages
     /// may be: idle peers acknowledge each other's acknowledgements forever).
-    public var isIdle: Bool { txFlows.isEmpty && resendFlows.isEmpty }
+    public var isIdle: Bool { txFlows.isEmpty && resendFlows.isEmpty && txExpectations.isEmpty && resendExpectations.isEmpty }
 
     // MARK: - Local changes
 
@@ -148,6 +157,26 @@ public struct FTFWMode: SyncMode {
             txQueue.append(.flow(key))
         } else {
             counters.coalesced &+= 1
+        }
+    }
+
+    public mutating func expectationChanged(_ key: ExpectationKey, created: Bool) {
+        expectationTombstones.removeValue(forKey: key)
+        enqueueExpectation(key, created: created)
+    }
+
+    public mutating func expectationDestroyed(_ expectation: Expectation) {
+        let key = expectation.key
+        expectationTombstones[key] = expectation
+        if txExpectations.updateValue(false, forKey: key) == nil { txQueue.append(.expectation(key)) }
+    }
+
+    private mutating func enqueueExpectation(_ key: ExpectationKey, created: Bool = false) {
+        if let wasCreated = txExpectations.updateValue(created, forKey: key) {
+            if wasCreated && !created { txExpectations[key] = true }
+            counters.coalesced &+= 1
+        } else {
+            txQueue.append(.expectation(key))
         }
     }
 
@@ -202,7 +231,9 @@ public struct FTFWMode: SyncMode {
     // MARK: - Sending
 
     /// Builds every queued message. `current` returns a live flow of the internal cache.
-    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
+    public mutating func transmit(
+        now: Int64, current: (FlowKey) -> Flow?, expectation: (ExpectationKey) -> Expectation?, emit: (SyncMessage) -> Void
+    ) {
         housekeeping(now: now)
         guard !txQueue.isEmpty else { return }
         lastTransmit = now
@@ -226,6 +257,8 @@ public struct FTFWMode: SyncMode {
                 txFlows = queuedFlows
             }
         }
+        let queuedExpectations = txExpectations
+        if !txExpectations.isEmpty { txExpectations = [:] }
         pendingAcks.removeAll(keepingCapacity: true)
         pendingNacks.removeAll(keepingCapacity: true)
         pendingResync = false
@@ -246,6 +279,20 @@ public struct FTFWMode: SyncMode {
                 emit(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
                 sent += 1
                 remember(sequence, .flow(key))
+            case .expectation(let key):
+                let body: SyncMessage.Body
+                if let live = expectation(key) {
+                    body = .expectation(queuedExpectations[key] == true ? .new : .update, live)
+                } else if let dead = expectationTombstones[key] {
+                    body = .expectation(.destroy, dead)
+                } else {
+                    resendExpectations.removeValue(forKey: key)
+                    continue
+                }
+                let sequence = take()
+                emit(SyncMessage(sequence: sequence, hello: helloFlags(), body: body))
+                sent += 1
+                remember(sequence, .expectation(key))
             case .control(let control):
                 let sequence = take()
                 let body: SyncMessage.Body
@@ -301,6 +348,7 @@ public struct FTFWMode: SyncMode {
         // A newer message for the flow supersedes the one waiting in the resend queue: that
         // entry becomes a hole (`release` skips it).
         if case .flow(let key) = item, resendFlows.updateValue(sequence, forKey: key) != nil { counters.retransmitted += 1 }
+        if case .expectation(let key) = item, resendExpectations.updateValue(sequence, forKey: key) != nil { counters.retransmitted += 1 }
     }
 
     private mutating func dropOldest() {
@@ -319,6 +367,11 @@ public struct FTFWMode: SyncMode {
             guard let index = resendFlows.index(forKey: key), resendFlows.values[index] == entry.sequence else { return false }
             resendFlows.remove(at: index)
             if !tombstones.isEmpty && txFlows[key] == nil { tombstones.removeValue(forKey: key) }
+            return true
+        case .expectation(let key):
+            guard let sequence = resendExpectations[key], sequence == entry.sequence else { return false }
+            resendExpectations.removeValue(forKey: key)
+            if txExpectations[key] == nil { expectationTombstones.removeValue(forKey: key) }
             return true
         case .control:
             return true
@@ -369,6 +422,9 @@ public struct FTFWMode: SyncMode {
                 if case .flow(let key) = entry.item, resendFlows[key] == entry.sequence {
                     resendFlows.removeValue(forKey: key)
                     enqueue(key)
+                } else if case .expectation(let key) = entry.item, resendExpectations[key] == entry.sequence {
+                    resendExpectations.removeValue(forKey: key)
+                    enqueueExpectation(key)
                 }
             }
         } else if let last = lastReceived {
@@ -457,8 +513,8 @@ public struct FTFWMode: SyncMode {
         switch message.body {
         case .flow(let kind, let flow):
             actions.append(.apply(kind, flow))
-        case .expectation:
-            break
+        case .expectation(let m):
+            actions.append(.applyExpectation(m))
         case .ack(let from, let to):
             // An acknowledgement covers only what was sent: a range ending after our last
             // message (forged, or another pair's) releases nothing.
@@ -500,6 +556,7 @@ public struct FTFWMode: SyncMode {
                 // peer would never get our table.
                 switch entry.item {
                 case .flow(let key) where resendFlows[key] == entry.sequence: enqueue(key)
+                case .expectation(let key) where resendExpectations[key] == entry.sequence: enqueueExpectation(key)
                 case .control(.resync): queueResync()
                 default: break
                 }
@@ -529,6 +586,8 @@ public struct FTFWMode: SyncMode {
                 case .flow(let key):
                     // Sent again with its current state; this entry becomes a hole at transmit.
                     if resendFlows[key] == entry.sequence { enqueue(key) }
+                case .expectation(let key):
+                    if resendExpectations[key] == entry.sequence { enqueueExpectation(key) }
                 case .control(let control):
                     txQueue.append(.control(control))
                     resendQueue[index].item = .hole

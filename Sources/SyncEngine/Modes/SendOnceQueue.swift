@@ -13,12 +13,17 @@ struct SendOnceQueue: Sendable {
     private var fresh: Set<FlowKey> = []
     /// Destroyed flows whose DESTROY is not sent yet.
     private var tombstones: [FlowKey: Flow] = [:]
+    /// The same for expectations (`ExpectationSync`): few, kept apart from the flows' hot path.
+    private var queuedExpectations: Set<ExpectationKey> = []
+    private var freshExpectations: Set<ExpectationKey> = []
+    private var expectationTombstones: [ExpectationKey: Expectation] = [:]
     private var lastReceived: UInt32?
     private(set) var lastTransmit: Int64
     var counters = SyncCounters()
 
     enum Item: Hashable, Sendable {
         case flow(FlowKey)
+        case expectation(ExpectationKey)
         case resync
         case alive
     }
@@ -29,7 +34,28 @@ struct SendOnceQueue: Sendable {
     }
 
     var count: Int { queue.count }
-    var isIdle: Bool { queued.isEmpty }
+    var isIdle: Bool { queued.isEmpty && queuedExpectations.isEmpty }
+
+    mutating func expectationChanged(_ key: ExpectationKey, created: Bool) {
+        expectationTombstones.removeValue(forKey: key)
+        if created { freshExpectations.insert(key) }
+        enqueueExpectation(key)
+    }
+
+    mutating func expectationDestroyed(_ expectation: Expectation) {
+        let key = expectation.key
+        freshExpectations.remove(key)
+        expectationTombstones[key] = expectation
+        enqueueExpectation(key)
+    }
+
+    private mutating func enqueueExpectation(_ key: ExpectationKey) {
+        if queuedExpectations.insert(key).inserted {
+            queue.append(.expectation(key))
+        } else {
+            counters.coalesced &+= 1
+        }
+    }
 
     mutating func flowChanged(_ key: FlowKey, created: Bool) {
         tombstones.removeValue(forKey: key)
@@ -56,7 +82,9 @@ struct SendOnceQueue: Sendable {
         queue.append(item)
     }
 
-    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
+    mutating func transmit(
+        now: Int64, current: (FlowKey) -> Flow?, expectation: (ExpectationKey) -> Expectation?, emit: (SyncMessage) -> Void
+    ) {
         guard !queue.isEmpty else { return }
         var sent = 0
         for item in queue {
@@ -70,6 +98,14 @@ struct SendOnceQueue: Sendable {
                 } else {
                     continue  // gone and already announced
                 }
+            case .expectation(let key):
+                if let live = expectation(key) {
+                    body = .expectation(freshExpectations.remove(key) != nil ? .new : .update, live)
+                } else if let dead = expectationTombstones.removeValue(forKey: key) {
+                    body = .expectation(.destroy, dead)
+                } else {
+                    continue
+                }
             case .resync: body = .resync
             case .alive: body = .alive
             }
@@ -79,6 +115,7 @@ struct SendOnceQueue: Sendable {
         }
         queue.removeAll(keepingCapacity: true)
         queued.removeAll(keepingCapacity: true)
+        queuedExpectations.removeAll()
         counters.sent &+= sent
         lastTransmit = now
     }
@@ -96,7 +133,9 @@ struct SendOnceQueue: Sendable {
             actions.append(.apply(kind, flow))
         case .resync:
             actions.append(.bulkRequested)
-        case .alive, .expectation:
+        case .expectation(let m):
+            actions.append(.applyExpectation(m))
+        case .alive:
             break
         }
         if let last = lastReceived {

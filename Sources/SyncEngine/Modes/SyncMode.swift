@@ -35,6 +35,8 @@ public struct SyncCounters: Sendable, Equatable, Codable {
 public enum ModeAction: Sendable, Equatable {
     /// Apply a peer's flow to the external cache (or the kernel, without one).
     case apply(FlowMessageKind, Flow)
+    /// Apply a peer's expectation (its attributes as they came; the node decodes them).
+    case applyExpectation(ExpectationMessage)
     /// The peer asked for our whole internal cache.
     case bulkRequested
     /// The peer restarted (it said hello with a new numbering).
@@ -111,12 +113,18 @@ public protocol SyncMode: Sendable {
     mutating func flowDestroyed(_ flow: Flow)
     /// Queues every given flow (a bulk send, or the answer to a peer's resync request).
     mutating func enqueueAll(_ keys: [FlowKey])
+    /// An expectation of the internal cache was created or changed (`ExpectationSync`).
+    mutating func expectationChanged(_ key: ExpectationKey, created: Bool)
+    /// An expectation left the internal cache: a DESTROY goes out.
+    mutating func expectationDestroyed(_ expectation: Expectation)
     /// Asks the peer for its whole internal cache.
     mutating func requestResync()
     /// Builds every queued message and hands each to `emit` in order; `current` returns a
     /// live flow of the internal cache. (Handed out one by one, not in an array: a bulk of a
     /// whole table is not copied through one.)
-    mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void)
+    /// `expectation` returns a live expectation of the internal cache.
+    mutating func transmit(
+        now: Int64, current: (FlowKey) -> Flow?, expectation: (ExpectationKey) -> Expectation?, emit: (SyncMessage) -> Void)
     /// Digests one message from the peer; replies are queued for the next `transmit`.
     mutating func receive(_ message: SyncMessage, now: Int64) -> [ModeAction]
     /// Timers (keep-alives, owed acknowledgements, ALARM's refresh). `internalCache` is what a
@@ -126,6 +134,11 @@ public protocol SyncMode: Sendable {
 }
 
 extension SyncMode {
+    /// `transmit` for a node without expectations.
+    public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?, emit: (SyncMessage) -> Void) {
+        transmit(now: now, current: current, expectation: { _ in nil }, emit: emit)
+    }
+
     /// Every queued message, in an array (what the tests look at).
     public mutating func transmit(now: Int64, current: (FlowKey) -> Flow?) -> [SyncMessage] {
         var out: [SyncMessage] = []
@@ -145,4 +158,11 @@ extension SyncMode {
 
     public var unacknowledgedSince: Int64? { nil }
     public mutating func resendUnacknowledged() -> Int { 0 }
+}
+
+extension SyncMessage.Body {
+    /// An expectation message, in conntrackd's attributes.
+    static func expectation(_ kind: FlowMessageKind, _ e: Expectation) -> SyncMessage.Body {
+        .expectation(ExpectationMessage(kind: kind, attributes: ExpectationCodec.attributes(e)))
+    }
 }

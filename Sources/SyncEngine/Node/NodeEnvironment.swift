@@ -33,6 +33,16 @@ public protocol SyncNodeEnvironment: AnyObject {
     func flowEnded(_ flow: Flow)
     /// A line for the log.
     func log(_ level: NodeLogLevel, _ message: String)
+    /// A dump of the kernel's expectation table (`ExpectationSync`).
+    func readKernelExpectations() throws -> [Expectation]
+    /// Writes the peer's expectations into the kernel, in order (`DisableExternalCache`).
+    func injectExpectations(_ changes: [(FlowMessageKind, Expectation)])
+}
+
+extension SyncNodeEnvironment {
+    /// A world without expectations (the simulations that do not use them).
+    public func readKernelExpectations() throws -> [Expectation] { [] }
+    public func injectExpectations(_ changes: [(FlowMessageKind, Expectation)]) {}
 }
 
 /// The kernel mirror's counters (conntrackd's netlink statistics, and ctsync's resync figures).

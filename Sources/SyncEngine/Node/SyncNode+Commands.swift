@@ -17,6 +17,7 @@ extension SyncNode {
         guard mode != nil else { return nil }
         if bypassesInternalCache { return bulkFromKernel(environment: env) }
         mode!.enqueueAll(internalCache.keys)
+        enqueueAllExpectations()
         return internalCache.count
     }
 

@@ -15,6 +15,12 @@ extension SyncNode {
             injectQueue.removeAll(keepingCapacity: true)
             env.inject(changes)
         }
+        if !expectationInjectQueue.isEmpty {
+            // After the flows: an expectation needs its master in the kernel.
+            let changes = expectationInjectQueue
+            expectationInjectQueue.removeAll()
+            env.injectExpectations(changes)
+        }
         guard mode != nil, let sync = settings.sync else { return }
         // A link that cannot take more (TCP, reconnecting, queue full): the messages wait in the
         // mode (one per flow, the latest state) rather than being encoded and dropped.
@@ -48,7 +54,14 @@ extension SyncNode {
         let options = sync.encodeOptions
         let limit = sync.payloadLimit
         var start = 0
-        mode!.transmit(now: now, current: { bypassed[$0] ?? cache[$0]?.flow }) { message in
+        let expectations = internalExpectations
+        let stripTimeout = !sync.encodeOptions.includeTimeout
+        let liveExpectation = { (key: ExpectationKey) -> Expectation? in
+            guard var e = expectations[key]?.expectation else { return nil }
+            if stripTimeout { e.timeout = nil }
+            return e
+        }
+        mode!.transmit(now: now, current: { bypassed[$0] ?? cache[$0]?.flow }, expectation: liveExpectation) { message in
             // Encoded in place; a message that overfills the datagram starts the next one.
             let before = wire.count
             SyncWire.encode(message, into: &wire, options: options)
@@ -150,6 +163,9 @@ extension SyncNode {
             stale?.remove(flow.key)
             lastPeerData = now
             lastFlowFromPeer = now
+        case .applyExpectation(let message):
+            applyExpectation(message, now: now, environment: env)
+            if message.kind != .destroy || !injects { lastFlowFromPeer = now }
         case .bulkRequested:
             bulkOwed = true
             if now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
@@ -159,12 +175,14 @@ extension SyncNode {
             // quiet time alone decides).
             env.log(.notice, "the peer restarted: requesting its table, sending ours (\(internalCache.count) flows)")
             stale = Set(externalCache.keys)
+            if syncsExpectations { staleExpectations = Set(externalExpectations.keys) }
             staleResyncAcknowledged = !(settings.sync.map { if case .ftfw = $0.mode { true } else { false } } ?? false)
             lastPeerData = now
             tableRequestedAt = now
             tableRequestExplicit = true
             mode!.requestResync()
             mode!.enqueueAll(internalCache.keys)
+            enqueueAllExpectations()
         case .resyncAcknowledged:
             tableAcknowledgedAt = now
             if stale != nil {
@@ -183,7 +201,7 @@ extension SyncNode {
 
     /// The external cache is at `HashLimit`: the peer's flow is refused. Said in the log (at most
     /// every 10 s, with how many), not only counted: after a failover those flows are missing.
-    private mutating func refused(now: Int64, environment env: some SyncNodeEnvironment) {
+    mutating func refused(now: Int64, environment env: some SyncNodeEnvironment) {
         receivedRefused &+= 1
         lastRefusedAt = now
         refusedSinceLog += 1
@@ -206,8 +224,12 @@ extension SyncNode {
             env.log(.notice, "resync requested by the peer: sending the kernel's table (\(queued) flows; no internal cache)")
             return
         }
-        env.log(.notice, "resync requested by the peer: sending \(internalCache.count) flows")
+        env.log(
+            .notice,
+            "resync requested by the peer: sending \(internalCache.count) flows\(syncsExpectations ? " and \(internalExpectations.count) expectations" : "")"
+        )
         mode!.enqueueAll(internalCache.keys)
+        enqueueAllExpectations()
     }
 
     // MARK: - After a peer's restart
@@ -227,6 +249,12 @@ extension SyncNode {
             }
         }
         env.log(.notice, "after the peer's restart: \(removed) flows it no longer has removed from the external cache")
+        if let keys = staleExpectations {
+            staleExpectations = nil
+            var gone = 0
+            for key in keys where externalExpectations.remove(key: key) != .none { gone += 1 }
+            if gone > 0 { env.log(.notice, "after the peer's restart: \(gone) expectations it no longer has removed from the external cache") }
+        }
     }
 
     /// ALARM: the peer's flows not refreshed since `limit` (seconds) are gone at the peer.
@@ -234,6 +262,7 @@ extension SyncNode {
         var expired: [Flow] = []
         for entry in externalCache.entries where entry.lastUpdate < limit { expired.append(entry.flow) }
         for flow in expired { externalCache.remove(flow) }
+        for entry in externalExpectations.table.values where entry.lastUpdate < limit { externalExpectations.remove(entry.expectation) }
         if !expired.isEmpty {
             env.log(.notice, "\(expired.count) flows of the peer not refreshed for CacheTimeout: removed from the external cache")
         }

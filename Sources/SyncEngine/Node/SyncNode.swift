@@ -35,6 +35,9 @@ public struct SyncNode: Sendable {
         public var receivedTransform: (@Sendable (Flow) -> Flow)?
         /// The Sync section; nil for a node that only mirrors its kernel.
         public var sync: Sync?
+        /// `Options { ExpectationSync }`: which expectations are replicated (their helper);
+        /// nil when expectations are not.
+        public var expectations: (@Sendable (Expectation) -> Bool)?
 
         public init(
             hashLimit: Int, expectedFlows: Int = 0, accepts: @escaping @Sendable (Flow) -> Bool = { _ in true }, listensToEvents: Bool = true,
@@ -108,6 +111,18 @@ public struct SyncNode: Sendable {
     /// the kernel), and those refused because the external cache was full.
     public internal(set) var receivedFiltered = 0
     public internal(set) var receivedRefused = 0
+    /// `ExpectationSync`: the kernel's expectations (internal) and the peer's (external).
+    public internal(set) var internalExpectations: ExpectationCache
+    public internal(set) var externalExpectations: ExpectationCache
+    public internal(set) var expectationEventsReceived = 0
+    public internal(set) var expectationEventsFiltered = 0
+    /// Expectation messages received without `ExpectationSync` (dropped, as conntrackd).
+    public internal(set) var expectationsIgnored = 0
+    /// After the peer restarted: its expectations not announced again yet.
+    var staleExpectations: Set<ExpectationKey>?
+    var expectationInjectQueue: [(FlowMessageKind, Expectation)] = []
+    /// ALARM: when the internal expectations are next sent again.
+    var nextExpectationRefresh: Int64 = 0
 
     // Kernel mirror.
     /// When a resync from a dump is owed (after an overrun), the latest time it runs.
@@ -186,6 +201,8 @@ public struct SyncNode: Sendable {
         self.settings = settings
         internalCache = FlowCache(limit: settings.hashLimit, expectedCount: min(settings.expectedFlows, settings.hashLimit))
         externalCache = FlowCache(limit: settings.hashLimit)
+        internalExpectations = ExpectationCache(limit: settings.expectations == nil ? 0 : settings.hashLimit)
+        externalExpectations = ExpectationCache(limit: settings.expectations == nil ? 0 : settings.hashLimit)
         mode = settings.sync.map { $0.mode.make(initialSequence: $0.initialSequence, now: now) }
         currentLink = settings.sync?.initialLink ?? 0
         nextLinkCheck = now
@@ -222,6 +239,7 @@ public struct SyncNode: Sendable {
             silent = Set(internalCache.keys)
             silentCheckDue = now + Self.silentPeriod(flows: dumped.count)
         }
+        try loadExpectations(now: now, environment: env)
         guard mode != nil, let sync = settings.sync else { return }
         // The mode is mutated in place (`mode!`) everywhere: a copy would duplicate its queues.
         mode!.enqueueAll(internalCache.keys)
@@ -260,6 +278,11 @@ public struct SyncNode: Sendable {
         }
         if let due = mode?.nextTick, now >= due, let expiry = mode!.tick(now: now, internalCache: internalCache) {
             expireExternal(before: expiry, environment: env)
+            // ALARM's refresh: the expectations (few) go again all at once each RefreshTime.
+            if syncsExpectations, now >= nextExpectationRefresh, case .alarm(let refresh, _) = settings.sync?.mode {
+                nextExpectationRefresh = now + Int64(max(1, refresh)) * 1000
+                enqueueAllExpectations()
+            }
         }
         if linkCount > 1, now >= nextLinkCheck { checkLinks(now: now, environment: env) }
         if bulkOwed && now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
