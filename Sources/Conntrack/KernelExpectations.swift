@@ -24,6 +24,39 @@ extension KernelTable {
         try receiveUntilDone(sequence: seq, operation: "expectation create") { _ in }
     }
 
+    /// Creates many expectations, `batchSize` netlink messages per `sendmsg` (only the last of a
+    /// batch asks for an acknowledgement, as `write` does for flows). Returns the failures: the
+    /// index in `list` and the kernel's errno (EEXIST: one with that tuple exists).
+    public func createExpectations(_ list: [Expectation], batchSize: Int = KernelTable.defaultBatchSize) throws -> [(index: Int, errno: Int32)] {
+        var failures: [(index: Int, errno: Int32)] = []
+        let flags = UInt16(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL)
+        var index = 0
+        while index < list.count {
+            let batchStart = index
+            let firstSequence = nextSequence
+            var used = 0
+            var lastHeader: UnsafeMutablePointer<nlmsghdr>?
+            while index < list.count && index - batchStart < max(1, batchSize) && used + Self.messageReserve <= sendBuffer.count {
+                let e = list[index]
+                let header = ctsync_put_exp_header(
+                    sendBuffer.baseAddress! + used, UInt8(IPCTNL_MSG_EXP_NEW.rawValue), flags, nextSequence, e.family.rawValue)!
+                try NFExpect.with(e) { exp in
+                    if nfexp_nlmsg_build(header, exp) < 0 { throw KernelError.build(detail: "libnetfilter_conntrack refused an expectation") }
+                }
+                used += Int((header.pointee.nlmsg_len + 3) & ~3)
+                nextSequence &+= 1
+                lastHeader = header
+                index += 1
+            }
+            lastHeader!.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
+            try transport.send(UnsafeRawBufferPointer(start: sendBuffer.baseAddress, count: used))
+            for (offset, e) in try collectBatchAnswers(firstSequence: firstSequence, count: index - batchStart) {
+                failures.append((batchStart + offset, e))
+            }
+        }
+        return failures
+    }
+
     /// Deletes the expectation whose expected tuple is `e`'s.
     public func deleteExpectation(_ e: Expectation) throws {
         let seq = try sendExpectationRequest(type: IPCTNL_MSG_EXP_DELETE, flags: UInt16(NLM_F_REQUEST | NLM_F_ACK), family: e.family, e)

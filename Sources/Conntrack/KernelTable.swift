@@ -51,7 +51,7 @@ public final class KernelTable {
     public var replyTimeoutMilliseconds: Int32 = 30_000
 
     /// Bytes reserved per message while filling a batch; a conntrack message is far smaller.
-    private static let messageReserve = 2048
+    static let messageReserve = 2048
     /// Default number of messages per `sendmsg`.
     public static let defaultBatchSize = 256
 
@@ -310,7 +310,7 @@ public final class KernelTable {
     /// reports for failed ones, then the acknowledgement of the last. Returns (offset, errno)
     /// per failure. If our receive queue overflowed, reports we could not read are counted
     /// as failures with ENOBUFS for every message after the last answer seen.
-    private func collectBatchAnswers(firstSequence: UInt32, count: Int) throws -> [(Int, Int32)] {
+    func collectBatchAnswers(firstSequence: UInt32, count: Int) throws -> [(Int, Int32)] {
         var failures: [(Int, Int32)] = []
         let last = count - 1
         var highestSeen = -1

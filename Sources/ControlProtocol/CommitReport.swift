@@ -17,6 +17,7 @@ public struct CommitReport: Codable, Sendable, Equatable {
         public var attempted = 0
         public var created = 0
         public var failed = 0
+        public var seconds = 0.0
         public init() {}
     }
 
@@ -35,7 +36,8 @@ public struct CommitReport: Codable, Sendable, Equatable {
             line += "; errors: " + errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
         }
         if let e = expectations {
-            let expectationLine = "committed \(e.attempted) expectations: \(e.created) created, \(e.failed) failed"
+            let expectationLine =
+                "committed \(e.attempted) expectations: \(e.created) created, \(e.failed) failed, in " + String(format: "%.3f s", e.seconds)
             return attempted == 0 && created + updated + failed == 0 && seconds == 0 ? expectationLine : line + "; " + expectationLine
         }
         return line

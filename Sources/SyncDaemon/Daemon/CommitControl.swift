@@ -54,10 +54,10 @@ extension Daemon {
         // Flows that did not get into the kernel will be missing after the takeover: a warning.
         if report.failed > 0 { log.warning("\(report.summary)") } else { log.notice("\(report.summary)") }
         if commitIncludesExpectations {
-            // Their masters are in the kernel now: the expectations, before the answer (the
-            // events are joined again first, so the masters are in the internal cache too).
+            // Their masters are in the kernel now: the expectations, before the answer. Their
+            // events wait in the expectation socket and are read after the re-read below, when
+            // the masters are in the internal cache.
             commitIncludesExpectations = false
-            resumeEventsAfterCommit()
             report.expectations = commitExpectations()
         }
         let reply: ControlReply
@@ -70,7 +70,7 @@ extension Daemon {
             committer.waitingToken = nil
             control?.complete(token: token, with: reply)
         }
-        // Without expectations the answer goes first: the takeover does not wait for the re-read.
+        // The answer goes first: the takeover does not wait for the re-read.
         resumeEventsAfterCommit()
     }
 

@@ -110,6 +110,7 @@ extension Daemon {
     /// not positive), or `CommitTimeout`.
     func commitExpectations() -> CommitReport.Expectations {
         var result = CommitReport.Expectations()
+        let started = Date()
         let entries = node.expectationCommitSnapshot
         guard !entries.isEmpty else {
             log.notice("Committed 0 new expectations")
@@ -126,10 +127,22 @@ extension Daemon {
             result.failed = entries.count
             return result
         }
-        for entry in entries {
-            let e = Self.prepared(entry, now: now, commitTimeout: commitTimeout)
-            result.attempted += 1
+        // In batches, as the flows; one that exists is replaced (deleted, created again).
+        let list = entries.map { Self.prepared($0, now: now, commitTimeout: commitTimeout) }
+        result.attempted = list.count
+        let failures: [(index: Int, errno: Int32)]
+        do {
+            failures = try table.createExpectations(list)
+        } catch {
+            log.error("committing expectations: \(error)")
+            result.failed = list.count
+            return result
+        }
+        result.created = list.count - failures.count
+        for failure in failures {
+            let e = list[failure.index]
             do {
+                guard failure.errno == EEXIST else { throw KernelError.request(operation: "expectation create", errno: failure.errno) }
                 try Self.create(e, in: table)
                 result.created += 1
             } catch {
@@ -137,7 +150,9 @@ extension Daemon {
                 log.error("commit of expectation failed: \(error): \(ExpectationText.line(e))")
             }
         }
+        result.seconds = Date().timeIntervalSince(started)
         log.notice("Committed \(result.created) new expectations")
+        log.notice("expectation commit has taken \(String(format: "%.6f", result.seconds)) seconds")
         if result.failed > 0 { log.warning("\(result.failed) expectations can't be committed") }
         return result
     }
