@@ -28,33 +28,16 @@ extension KernelTable {
     /// batch asks for an acknowledgement, as `write` does for flows). Returns the failures: the
     /// index in `list` and the kernel's errno (EEXIST: one with that tuple exists).
     public func createExpectations(_ list: [Expectation], batchSize: Int = KernelTable.defaultBatchSize) throws -> [(index: Int, errno: Int32)] {
-        var failures: [(index: Int, errno: Int32)] = []
         let flags = UInt16(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL)
-        var index = 0
-        while index < list.count {
-            let batchStart = index
-            let firstSequence = nextSequence
-            var used = 0
-            var lastHeader: UnsafeMutablePointer<nlmsghdr>?
-            while index < list.count && index - batchStart < max(1, batchSize) && used + Self.messageReserve <= sendBuffer.count {
-                let e = list[index]
-                let header = ctsync_put_exp_header(
-                    sendBuffer.baseAddress! + used, UInt8(IPCTNL_MSG_EXP_NEW.rawValue), flags, nextSequence, e.family.rawValue)!
-                try NFExpect.with(e) { exp in
-                    if nfexp_nlmsg_build(header, exp) < 0 { throw KernelError.build(detail: "libnetfilter_conntrack refused an expectation") }
-                }
-                used += Int((header.pointee.nlmsg_len + 3) & ~3)
-                nextSequence &+= 1
-                lastHeader = header
-                index += 1
+        let (failures, _) = try writeBatched(count: list.count, batchSize: batchSize) { index, at, sequence in
+            let e = list[index]
+            let header = ctsync_put_exp_header(at, UInt8(IPCTNL_MSG_EXP_NEW.rawValue), flags, sequence, e.family.rawValue)!
+            try NFExpect.with(e) { exp in
+                if nfexp_nlmsg_build(header, exp) < 0 { throw KernelError.build(detail: "libnetfilter_conntrack refused an expectation") }
             }
-            lastHeader!.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
-            try transport.send(UnsafeRawBufferPointer(start: sendBuffer.baseAddress, count: used))
-            for (offset, e) in try collectBatchAnswers(firstSequence: firstSequence, count: index - batchStart) {
-                failures.append((batchStart + offset, e))
-            }
+            return header
         }
-        return failures
+        return failures.map { (index: $0.0, errno: $0.1) }
     }
 
     /// Deletes the expectation whose expected tuple is `e`'s.

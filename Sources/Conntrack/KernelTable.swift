@@ -51,7 +51,7 @@ public final class KernelTable {
     public var replyTimeoutMilliseconds: Int32 = 30_000
 
     /// Bytes reserved per message while filling a batch; a conntrack message is far smaller.
-    static let messageReserve = 2048
+    private static let messageReserve = 2048
     /// Default number of messages per `sendmsg`.
     public static let defaultBatchSize = 256
 
@@ -258,19 +258,43 @@ public final class KernelTable {
 
         var report = WriteReport()
         report.attempted = flows.count
-        let size = max(1, batchSize)
         let (type, flags, purpose) = Self.request(for: operation)
-        var index = flows.startIndex
-        while index < flows.endIndex {
+        let (failures, sends) = try writeBatched(count: flows.count, batchSize: batchSize) { offset, at, sequence in
+            try NFConntrack.buildMessage(
+                at: at, flow: flows[flows.startIndex + offset], type: type, flags: flags, sequence: sequence,
+                purpose: purpose)
+        }
+        report.sends += sends
+        for (index, e) in failures { report.failures.append(.init(index: flows.startIndex + index, errno: e)) }
+        let ok = flows.count - failures.count
+        switch operation {
+        case .create: report.created += ok
+        case .update: report.updated += ok
+        case .delete: report.deleted += ok
+        case .createOrUpdate: break
+        }
+        return report
+    }
+
+    /// Sends `count` messages, `batchSize` per `sendmsg`, each built by `build(index, at,
+    /// sequence)` into the send buffer. Only the last message of a batch asks for an
+    /// acknowledgement; the kernel answers failed messages on its own, in order, so when the
+    /// last one's answer arrives the batch is complete. Returns the failures (index, errno)
+    /// and how many `sendmsg` calls it took.
+    func writeBatched(
+        count: Int, batchSize: Int, build: (Int, UnsafeMutableRawPointer, UInt32) throws -> UnsafeMutablePointer<nlmsghdr>
+    ) throws -> (failures: [(Int, Int32)], sends: Int) {
+        var failures: [(Int, Int32)] = []
+        var sends = 0
+        let size = max(1, batchSize)
+        var index = 0
+        while index < count {
             let batchStart = index
             let firstSequence = nextSequence
             var used = 0
             var lastHeader: UnsafeMutablePointer<nlmsghdr>?
-            while index < flows.endIndex && index - batchStart < size && used + Self.messageReserve <= sendBuffer.count {
-                let flow = flows[index]
-                let header = try NFConntrack.buildMessage(
-                    at: sendBuffer.baseAddress! + used, flow: flow, type: type, flags: flags, sequence: nextSequence,
-                    purpose: purpose)
+            while index < count && index - batchStart < size && used + Self.messageReserve <= sendBuffer.count {
+                let header = try build(index, sendBuffer.baseAddress! + used, nextSequence)
                 used += Int((header.pointee.nlmsg_len + 3) & ~3)
                 nextSequence &+= 1
                 lastHeader = header
@@ -278,21 +302,12 @@ public final class KernelTable {
             }
             lastHeader!.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
             try transport.send(UnsafeRawBufferPointer(start: sendBuffer.baseAddress, count: used))
-            report.sends += 1
-            let count = index - batchStart
-            let failures = try collectBatchAnswers(firstSequence: firstSequence, count: count)
-            for (offset, e) in failures {
-                report.failures.append(.init(index: batchStart + offset, errno: e))
-            }
-            let ok = count - failures.count
-            switch operation {
-            case .create: report.created += ok
-            case .update: report.updated += ok
-            case .delete: report.deleted += ok
-            case .createOrUpdate: break
+            sends += 1
+            for (offset, e) in try collectBatchAnswers(firstSequence: firstSequence, count: index - batchStart) {
+                failures.append((batchStart + offset, e))
             }
         }
-        return report
+        return (failures, sends)
     }
 
     private static func request(for operation: WriteOperation) -> (cntl_msg_types, UInt16, NFConntrack.Purpose) {
@@ -310,7 +325,7 @@ public final class KernelTable {
     /// reports for failed ones, then the acknowledgement of the last. Returns (offset, errno)
     /// per failure. If our receive queue overflowed, reports we could not read are counted
     /// as failures with ENOBUFS for every message after the last answer seen.
-    func collectBatchAnswers(firstSequence: UInt32, count: Int) throws -> [(Int, Int32)] {
+    private func collectBatchAnswers(firstSequence: UInt32, count: Int) throws -> [(Int, Int32)] {
         var failures: [(Int, Int32)] = []
         let last = count - 1
         var highestSeen = -1

@@ -43,31 +43,9 @@ xargs -P 2 -L 1 ip netns exec "$a" "$bin/ctsync" <"$work/expect.args" >/dev/null
 made=$(ip netns exec "$a" conntrack -L expect 2>/dev/null | wc -l)
 [ "$made" -eq "$n" ] || { echo "expectations: a holds $made of $n expectations" >&2; exit 1; }
 
-conf() {  # name local peer interface
-    cat <<CONF
-Sync {
-    Mode FTFW {
-        ResendQueueSize 262144
-    }
-    Options {
-        ExpectationSync on
-    }
-    UDP {
-        IPv4_address $2
-        IPv4_Destination_Address $3
-        Port 3780
-        Interface $4
-        SndSocketBuffer 8388608
-        RcvSocketBuffer 8388608
-        Checksum on
-    }
-}
-CONF
-    bench_general "$1"
-}
 for name in ct cd; do
-    conf "${name}a" 198.18.254.1 198.18.254.2 "${link}a" >"$work/${name}a.conf"
-    conf "${name}b" 198.18.254.2 198.18.254.1 "${link}b" >"$work/${name}b.conf"
+    config "${name}a" 198.18.254.1 198.18.254.2 "${link}a" "Options { ExpectationSync on }" >"$work/${name}a.conf"
+    config "${name}b" 198.18.254.2 198.18.254.1 "${link}b" "Options { ExpectationSync on }" >"$work/${name}b.conf"
 done
 
 # seconds until COMMAND's output counts TARGET (polled every 10 ms, at most 60 s), or "never".

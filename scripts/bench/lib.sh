@@ -43,14 +43,16 @@ ${extra:+$extra
 CONF
 }
 
-# config NAME LOCAL PEER INTERFACE: FTFW over UDP port 3780 on the link, then General.
+# config NAME LOCAL PEER INTERFACE [SYNC-LINES]: FTFW over UDP port 3780 on the link (and the
+# given lines in the Sync section, e.g. an Options block), then General.
 config() {
     cat <<CONF
 Sync {
     Mode FTFW {
         ResendQueueSize 262144
     }
-    UDP {
+${5:+    $5
+}    UDP {
         IPv4_address $2
         IPv4_Destination_Address $3
         Port 3780
