@@ -103,5 +103,9 @@ import Testing
             #expect(try ControlRequest.decode(request.encoded()) == request)
         }
         #expect(throws: ControlError.badRequest("unknown command 'x'")) { try ControlRequest.decode(Data(#"{"command":"x"}"#.utf8)) }
+        // Expectation requests that name no known action, or a dump without a cache, are refused.
+        for bad in [#"{"command":"expectations"}"#, #"{"command":"expectations","detail":"drop"}"#, #"{"command":"expectations","detail":"dump"}"#] {
+            #expect(throws: ControlError.self) { try ControlRequest.decode(Data(bad.utf8)) }
+        }
     }
 }
