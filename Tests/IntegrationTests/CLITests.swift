@@ -113,7 +113,7 @@ import Testing
             ["kernel", "insert", "--file", "-"], input: "{\"proto\":\"udp\"}\n{\"proto\":\"udp\",\"original\":{\"src\":\"1.2.3.4\",\"dst\":\"x\"}}\n")
         #expect(badFile.status == 2)
         #expect(badFile.stderr.contains("-:1: field 'original': missing"), "\(badFile.stderr)")
-        if Host.has("setpriv") {
+        if Host.runs(if: Host.has("setpriv")) {
             let notRoot = try ns.exec(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", Host.ctsync, "kernel", "list"])
             #expect(notRoot.status == 1)
             #expect(notRoot.stderr.contains("needs root"), "\(notRoot.stderr)")

@@ -88,6 +88,13 @@ final class TestDaemon {
         try namespace.exec([Host.ctsyncd, "-C", configPath] + arguments, timeout: timeout)
     }
 
+    /// One of conntrackd's action flags (`-f -R -B -n -t ...`): true when it succeeded and, as
+    /// with conntrackd, printed nothing.
+    func quietly(_ arguments: [String]) throws -> Bool {
+        let r = try ctsyncd(arguments)
+        return r.status == 0 && r.stdout.isEmpty
+    }
+
     /// The internal cache as flows, through `ctsync cache internal -o json`.
     func internalCache() throws -> [Flow] {
         let r = try namespace.ctsync(["cache", "internal", "-o", "json", "-C", configPath])

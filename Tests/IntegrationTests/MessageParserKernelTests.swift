@@ -17,7 +17,7 @@ import Testing
         for setting in ["nf_conntrack_acct", "nf_conntrack_timestamp"] {
             _ = try ns.exec(["sh", "-c", "echo 1 > /proc/sys/net/netfilter/\(setting)"])
         }
-        if Host.has("nft") {
+        if Host.runs(if: Host.has("nft")) {
             // Label space is attached to flows once a rule in the namespace uses labels.
             let rules = "table inet ctt {\n chain c {\n type filter hook input priority 0;\n ct label 100 accept\n }\n}\n"
             _ = try ns.exec(["nft", "-f", "-"], input: rules)

@@ -110,6 +110,28 @@ import Testing
         #expect(try eventually(within: 3) { try holds(da, port: 3333) })
     }
 
+    /// Finding 3 with the peer connected: a stranger's connection is refused while the peer's
+    /// stays, and the peer's flows keep arriving on it.
+    @Test func aStrangerDoesNotReplaceAConnectedPeer() throws {
+        let pair = try pair("ors")
+        defer { pair.remove() }
+        let (da, db) = try pair.daemons(transport: "TCP")
+        defer {
+            da.stop()
+            db.stop()
+        }
+        try da.start()
+        try db.start()
+        try pair.b.table { _ = try $0.write([testFlow(5001, src: "198.18.77.1")], operation: .create) }
+        #expect(try eventually(within: 10) { try holds(da, port: 5001) })
+        let stranger = try Self.send(Self.forgedMessage(port: 3334), from: "198.18.254.3", to: "198.18.254.1", tcp: true, in: pair.b)
+        #expect(stranger == "closed")
+        #expect(try eventually(within: 3) { try unknownPeer(da) == 1 })
+        try pair.b.table { _ = try $0.write([testFlow(5002, src: "198.18.77.1")], operation: .create) }
+        #expect(try eventually(within: 5) { try holds(da, port: 5002) }, "the peer's connection still carries its flows")
+        #expect(try !holds(da, port: 3334))
+    }
+
     /// Finding 1: a committed flow kept the peer's timeout (about 99 days). Without
     /// CommitTimeout it gets no more than this kernel's own timeout for its state.
     @Test func aCommittedFlowGetsNoMoreThanTheKernelsTimeout() throws {

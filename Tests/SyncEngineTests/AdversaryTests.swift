@@ -40,7 +40,7 @@ import Testing
     /// as old. A message cannot move the receive sequence beyond a bounded window.
     @Test func aMessageFarAheadDoesNotStallTheReceiver() {
         let sim = converged(seed: 32)
-        forge(SyncMessage(sequence: UInt32.random(in: 1 << 30...1 << 31), body: .alive), to: sim.a, now: sim.now)
+        forge(SyncMessage(sequence: UInt32.random(in: 1 << 30...1 << 31, using: &sim.rng), body: .alive), to: sim.a, now: sim.now)
         sim.churn(80, on: [1])
         #expect(sim.settle(seconds: 20), "\(sim.report)")
         #expect(sim.a.node.mode!.counters.outOfWindow >= 1)

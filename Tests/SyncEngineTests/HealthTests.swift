@@ -114,6 +114,68 @@ import Testing
     }
 }
 
+/// Loss the protocol cannot repair by itself is repaired with a table, and said.
+@Suite struct UnrecoveredLossTests {
+    /// The peer does not acknowledge for so long that our resend queue (64 here) overflows:
+    /// the oldest messages are given up. Once the peer acknowledges again our whole table goes,
+    /// so its copy is exact again. Without the repair the given-up flows never reach it.
+    @Test func messagesGivenUpAreRepairedWithOurTable() {
+        let sim = Cluster(seed: 63, mode: .ftfw(windowSize: 30, resendQueueSize: 64), drop: 0)
+        #expect(sim.run(busy: 20), "\(sim.report)")
+        for _ in 0..<200 { sim.step() }
+        sim.network.cut = [[0, 1]]
+        sim.churn(300, on: [0])
+        for _ in 0..<400 { sim.step() }  // 4 s: b has heard nothing for 3 s
+        #expect(sim.a.node.mode!.counters.resendQueueOverflows > 0)
+        #expect(sim.a.logs.contains { $0.0 == .warning && $0.1.contains("given up unacknowledged (resend queue full)") }, "\(sim.a.logs.suffix(5))")
+        sim.network.cut = []
+        #expect(sim.settle(seconds: 30), "\(sim.report)")
+        #expect(
+            sim.a.logs.contains { $0.1.contains("sending our table") && $0.1.contains("to repair the messages given up") }, "\(sim.a.logs.suffix(5))")
+    }
+
+    /// The peer's messages lost in a gap right after a silence (what it sent meanwhile may have
+    /// left its resend queue): its table is asked for again, `health` says "unrecovered loss"
+    /// until it is in, then healthy.
+    @Test func aGapAfterASilenceAsksForTheTableAndIsReported() {
+        let sim = Cluster(seed: 64, drop: 0)
+        #expect(sim.run(busy: 20), "\(sim.report)")
+        for _ in 0..<200 { sim.step() }
+        sim.network.cut = [[0, 1]]
+        sim.churn(100, on: [0])
+        for _ in 0..<400 { sim.step() }  // 4 s: b has logged a's silence
+        #expect(sim.b.logs.contains { $0.1.contains("the peer has been silent") })
+        sim.network.cut = []
+        var reported = false
+        for _ in 0..<300 {
+            sim.step()
+            if sim.b.node.health(now: sim.now).unrecoveredLoss { reported = true }
+        }
+        #expect(reported, "\(sim.b.logs.suffix(6))")
+        #expect(sim.b.logs.contains { $0.0 == .warning && $0.1.contains("lost beyond repair") }, "\(sim.b.logs.suffix(6))")
+        #expect(sim.b.logs.contains { $0.0 == .warning && $0.1.contains("the peer is heard again") })
+        #expect(sim.settle(seconds: 30), "\(sim.report)")
+        for _ in 0..<300 { sim.step() }
+        let v = sim.b.node.health(now: sim.now)
+        #expect(v.healthy && !v.unrecoveredLoss, "\(v)")
+        #expect(sim.b.logs.contains { $0.1.contains("the loss is repaired") })
+    }
+
+    /// NOTRACK resends nothing: a lost message has the peer's table asked for again (at most
+    /// every 30 s), and the pair ends exact.
+    @Test func notrackLossAsksForTheTable() {
+        let sim = Cluster(seed: 65, mode: .notrack, drop: 0)
+        #expect(sim.run(busy: 20), "\(sim.report)")
+        for _ in 0..<200 { sim.step() }
+        sim.network.drop = 30
+        sim.churn(100, on: [0])
+        for _ in 0..<20 { sim.step() }
+        sim.network.drop = 0
+        #expect(sim.settle(seconds: 60), "\(sim.report) \(sim.b.logs.suffix(8)) \(sim.a.logs.suffix(4))")
+        #expect(sim.b.logs.contains { $0.1.contains("lost beyond repair") }, "\(sim.b.logs.suffix(6))")
+    }
+}
+
 /// Update coalescing (`Options { UpdateDelay }`): updates of one flow within the delay go out as
 /// one message, nothing waits longer than the delay, and a datagram's worth goes at once.
 @Suite struct CoalescingTests {

@@ -49,6 +49,8 @@ for page in ctsyncd.8 ctsync.8 ctsyncd.conf.5; do
     MANWIDTH=80 man -l "/usr/share/man/man${page##*.}/$page.gz" 2>/dev/null | grep -q "SEE ALSO" || fail "man $page renders no SEE ALSO"
 done
 bash -n /usr/share/bash-completion/completions/ctsync || fail "the bash completion does not parse"
+zsh -n /usr/share/zsh/vendor-completions/_ctsync || fail "the zsh completion does not parse"
+fish --no-execute /usr/share/fish/vendor_completions.d/ctsync.fish || fail "the fish completion does not parse"
 
 echo "== without the toolchain"
 # A mount namespace in which the toolchain's directory is an empty tmpfs: the binaries must
@@ -66,6 +68,12 @@ unshare -m bash -c '
 echo "== the packaged configuration runs"
 ip netns add ctt_pkg
 ip -n ctt_pkg link set lo up
+
+echo "== the keepalived example loads (its scripts are the package's; eth0-eth2 as it names them)"
+ip -n ctt_pkg link add eth0 type veth peer name eth1
+ip -n ctt_pkg link add eth2 type veth peer name eth3
+ip netns exec ctt_pkg keepalived -t -f /usr/share/doc/ctsync/examples/keepalived/keepalived.conf \
+    || fail "keepalived -t refuses the example configuration"
 mkdir -p /run/ctsyncd
 ip netns exec ctt_pkg /usr/sbin/ctsyncd -C /etc/ctsyncd/ctsyncd.conf -d || fail "ctsyncd -d with the packaged configuration"
 pid=$(cat /run/ctsyncd/ctsyncd.lock)

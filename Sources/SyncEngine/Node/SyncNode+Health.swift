@@ -16,6 +16,9 @@ public struct SyncHealth: Sendable, Equatable, Codable {
     /// Milliseconds since a flow of the peer was last refused by a full external cache.
     public var refusedMsAgo: Int64?
     public var externalFlows: Int
+    /// Messages of the peer were lost beyond what the protocol repairs (a gap after a silence,
+    /// any gap in NOTRACK): its table was asked for again and has not come in whole yet.
+    public var unrecoveredLoss: Bool = false
 }
 
 /// The thresholds of a verdict (`ctsync health --peer-timeout --loss-timeout`).
@@ -55,7 +58,10 @@ extension SyncNode {
             } else {
                 reasons.append("the peer has not been heard since the daemon started")
             }
-            if !initialSyncComplete || tableRequestedAt != nil || tableRequestPending {
+            if lossPending || (tableRequestForLoss && tableRequestedAt != nil) {
+                reasons.append(
+                    "unrecovered loss: messages of the peer were lost beyond repair; its table, asked for again, has not come in whole yet")
+            } else if !initialSyncComplete || tableRequestedAt != nil || tableRequestPending {
                 reasons.append(
                     initialSyncComplete
                         ? "the peer's table, asked for again, has not come in whole yet" : "the peer's table has not come in whole yet")
@@ -71,14 +77,18 @@ extension SyncNode {
         return SyncHealth(
             healthy: reasons.isEmpty, reasons: reasons, mode: mode?.name ?? "none", peerHeardMsAgo: heard,
             initialSyncComplete: initialSyncComplete && tableRequestedAt == nil && !tableRequestPending, unacknowledgedMs: unacknowledged,
-            refusedMsAgo: refused, externalFlows: externalCache.count)
+            refusedMsAgo: refused, externalFlows: externalCache.count,
+            unrecoveredLoss: lossPending || (tableRequestForLoss && tableRequestedAt != nil))
     }
 
     /// The peer was heard: note it, and say so if it had been silent.
     mutating func heardPeer(now: Int64, environment env: some SyncNodeEnvironment) {
         if peerSilenceLogged, let last = peerHeardAt {
-            env.log(.notice, "the peer is heard again after \((now - last) / 1000) s of silence")
+            env.log(.warning, "the peer is heard again after \((now - last) / 1000) s of silence")
             peerSilenceLogged = false
+            // What the peer sent during the silence may be beyond its resend queue: a gap in
+            // what comes now (seen at the next tick) has its table asked for again.
+            lostAtSilenceEnd = (lostSeen, now + Self.lossAfterSilenceMilliseconds)
         }
         if peerHeardAt == nil && tableRequestedAt == nil && !initialSyncComplete, mode != nil {
             // First contact: ask for the peer's table. A ctsyncd peer announces it unasked, but
@@ -123,7 +133,10 @@ extension SyncNode {
                 tableRequestedAt = nil
                 if !initialSyncComplete {
                     env.log(.notice, "in sync: the peer's table has come in (\(externalCache.count) flows)")
+                } else if tableRequestForLoss {
+                    env.log(.notice, "the loss is repaired: the peer's table has come in again (\(externalCache.count) flows)")
                 }
+                tableRequestForLoss = false
                 initialSyncComplete = true
             }
         }
@@ -132,8 +145,74 @@ extension SyncNode {
             peerSilences &+= 1
             env.log(.warning, "the peer has been silent for \((now - last) / 1000) s (no message, not even a keep-alive)")
         }
+        followLoss(now: now, environment: env)
         repairStalls(now: now, environment: env)
     }
+
+    /// Loss the protocol does not repair by itself, repaired with a table (logged at warning
+    /// level, counted in `stallRepairs`):
+    /// - our messages the mode gave up unacknowledged (FTFW's resend queue full: the peer did
+    ///   not acknowledge for that long): once the peer acknowledges again, our whole table goes
+    ///   (at most every 10 s); the peer's copy lacked them;
+    /// - messages of the peer lost in a gap just after a silence (what it sent meanwhile may
+    ///   have left its resend queue), or in NOTRACK, which resends nothing: its table is asked
+    ///   for (at most every 30 s), and until it is in, `health` says "unrecovered loss".
+    mutating func followLoss(now: Int64, environment env: some SyncNodeEnvironment) {
+        let counters = mode!.counters
+        let heardRecently = peerHeardAt.map { now - $0 < Self.peerSilenceMilliseconds } ?? false
+        if counters.resendQueueOverflows != overflowsSeen {
+            if givenUpSince == nil {
+                givenUpSince = now
+                env.log(
+                    .warning,
+                    "\(counters.resendQueueOverflows &- overflowsSeen) of our messages given up unacknowledged (resend queue full): the peer lacks them until our table goes again, once it acknowledges"
+                )
+            }
+            overflowsSeen = counters.resendQueueOverflows
+        }
+        let acknowledging = mode!.unacknowledgedSince.map { now - $0 < Self.tableQuietMilliseconds } ?? true
+        if givenUpSince != nil, heardRecently, acknowledging, now >= nextLossBulk {
+            givenUpSince = nil
+            nextLossBulk = now + Self.lossBulkMilliseconds
+            stallRepairs &+= 1
+            let sent = sendBulk(environment: env) ?? 0
+            env.log(.warning, "the peer acknowledges again: sending our table (\(sent) flows) to repair the messages given up")
+        }
+        let lost = counters.lost
+        var lossOwed = false
+        if let check = lostAtSilenceEnd {
+            if lost != check.lost {
+                lossOwed = true
+                lostAtSilenceEnd = nil
+            } else if now >= check.until {
+                lostAtSilenceEnd = nil
+            }
+        }
+        // ALARM's refresh carries the whole table again anyway: it answers no request.
+        if case .alarm? = settings.sync?.mode { lossOwed = false }
+        if case .notrack? = settings.sync?.mode, lost != lostSeen { lossOwed = true }
+        lostSeen = lost
+        if lossOwed { lossPending = true }
+        guard lossPending, heardRecently, now >= nextLossTableRequest, tableRequestedAt == nil else { return }
+        lossPending = false
+        tableRequestForLoss = true
+        nextLossTableRequest = now + Self.lossTableMilliseconds
+        stallRepairs &+= 1
+        env.log(.warning, "messages of the peer lost beyond repair (\(lost) lost so far): asking for its table again")
+        // What the table does not name again is a ghost (its DESTROY was among the lost) and is
+        // swept as after a restart. FTFW's table comes whole; NOTRACK's may lose messages too,
+        // and a sweep would then remove flows whose announcement was lost: it is made only if
+        // nothing was lost while the table came (else the next request, 30 s on, tries again).
+        suspectExternalCache(now: now, reason: "after a loss beyond repair")
+        if case .ftfw? = settings.sync?.mode {} else { sweepUnlessLostFrom = lost }
+        tableRequestedAt = now
+        tableRequestExplicit = true
+        mode!.requestResync()
+    }
+
+    static let lossAfterSilenceMilliseconds: Int64 = 2000
+    static let lossBulkMilliseconds: Int64 = 10_000
+    static let lossTableMilliseconds: Int64 = 30_000
 
     /// A stuck sync mends itself, no restart needed (each repair logged at warning level and
     /// counted in `stallRepairs`):

@@ -173,11 +173,8 @@ extension SyncNode {
             // Ask for its table and send ours; what it does not announce again is swept once it
             // has acknowledged the request (unreliable modes have no acknowledgement: there the
             // quiet time alone decides).
-            env.log(.notice, "the peer restarted: requesting its table, sending ours (\(internalCache.count) flows)")
-            stale = Set(externalCache.keys)
-            if syncsExpectations { staleExpectations = Set(externalExpectations.keys) }
-            staleResyncAcknowledged = !(settings.sync.map { if case .ftfw = $0.mode { true } else { false } } ?? false)
-            lastPeerData = now
+            env.log(.warning, "the peer restarted: requesting its table, sending ours (\(internalCache.count) flows)")
+            suspectExternalCache(now: now)
             tableRequestedAt = now
             tableRequestExplicit = true
             mode!.requestResync()
@@ -234,6 +231,17 @@ extension SyncNode {
 
     // MARK: - After a peer's restart
 
+    /// Every flow we hold for the peer is suspect until it announces it again (the table asked
+    /// for): after a restart, or a loss beyond repair (its DESTROYs may be among what was lost).
+    mutating func suspectExternalCache(now: Int64, reason: String = "after the peer's restart") {
+        stale = Set(externalCache.keys)
+        sweepReason = reason
+        sweepUnlessLostFrom = nil
+        if syncsExpectations { staleExpectations = Set(externalExpectations.keys) }
+        staleResyncAcknowledged = !(settings.sync.map { if case .ftfw = $0.mode { true } else { false } } ?? false)
+        lastPeerData = now
+    }
+
     /// The peer restarted: every flow we hold for it is suspect until it announces it again (its
     /// startup announcement, or the answer to our resync request). Once it has been quiet for
     /// `staleSweepMilliseconds`, the flows it did not announce go: conntrackd keeps them forever,
@@ -241,6 +249,13 @@ extension SyncNode {
     mutating func sweepStale(now: Int64, environment env: some SyncNodeEnvironment) {
         guard let keys = stale, staleResyncAcknowledged, now - lastPeerData >= Self.staleSweepMilliseconds else { return }
         stale = nil
+        if let lost = sweepUnlessLostFrom {
+            sweepUnlessLostFrom = nil
+            if mode!.counters.lost != lost {
+                staleExpectations = nil
+                return
+            }
+        }
         var removed = 0
         for key in keys {
             if let entry = externalCache[key] {
@@ -248,12 +263,12 @@ extension SyncNode {
                 removed += 1
             }
         }
-        env.log(.notice, "after the peer's restart: \(removed) flows it no longer has removed from the external cache")
+        env.log(.notice, "\(sweepReason): \(removed) flows it no longer has removed from the external cache")
         if let keys = staleExpectations {
             staleExpectations = nil
             var gone = 0
             for key in keys where externalExpectations.remove(key: key) != .none { gone += 1 }
-            if gone > 0 { env.log(.notice, "after the peer's restart: \(gone) expectations it no longer has removed from the external cache") }
+            if gone > 0 { env.log(.notice, "\(sweepReason): \(gone) expectations it no longer has removed from the external cache") }
         }
     }
 
@@ -295,7 +310,7 @@ extension SyncNode {
     mutating func switchLink(to index: Int, reason: String, environment env: some SyncNodeEnvironment) {
         guard index != currentLink else { return }
         currentLink = index
-        env.log(.notice, "device \(linkName(index)) becomes the dedicated link (\(reason))")
+        env.log(.warning, "device \(linkName(index)) becomes the dedicated link (\(reason))")
     }
 
     func linkName(_ index: Int) -> String { settings.sync?.linkNames[index] ?? "link \(index)" }

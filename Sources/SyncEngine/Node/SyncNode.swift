@@ -161,6 +161,24 @@ public struct SyncNode: Sendable {
     /// table that did not come asked for again).
     public internal(set) var stallRepairs = 0
     var nextSilenceSwitch: Int64 = .min / 2
+    /// Unrecovered loss (`SyncNode+Health.swift`): our messages the mode gave up unacknowledged
+    /// (its resend queue full) seen so far, and since when the peer's copy may lack them;
+    /// the peer's messages lost (gaps) seen so far, and what was lost when it was last heard
+    /// again after a silence; whether the table asked for was asked for because of a loss.
+    var overflowsSeen = 0
+    var givenUpSince: Int64?
+    var lostSeen = 0
+    var lostAtSilenceEnd: (lost: Int, until: Int64)?
+    var tableRequestForLoss = false
+    /// A loss seen that no table request has covered yet.
+    var lossPending = false
+    /// NOTRACK: the sweep after a table asked for because of a loss is made only if the lost
+    /// count is still this when it is due.
+    var sweepUnlessLostFrom: Int?
+    /// Why the external cache is suspect (the sweep's log line).
+    var sweepReason = ""
+    var nextLossTableRequest: Int64 = .min / 2
+    var nextLossBulk: Int64 = .min / 2
     var nextStallRepair: Int64 = .min / 2
     /// Bulk answers to the peer's resync requests: at most one per `bulkIntervalMilliseconds`;
     /// requests meanwhile are answered together when it has passed.
