@@ -35,11 +35,11 @@ func parseError(_ arguments: [String]) -> String? {
 
     @Test func aliasesAndOutputCombinations() throws {
         let command = try CtsyncCommand.parseAsRoot([
-            "kernel", "list", "--orig-src", "2001:db8::1", "--reply-dst", "198.18.0.1", "-o", "extended,id",
+            "kernel", "list", "--orig-src", "2001:db8::1", "--reply-dst", "2001:db8::2", "-o", "extended,id",
         ])
         let list = try #require(command as? KernelList)
         #expect(list.filter.filter.source == AddressMatch("2001:db8::1"))
-        #expect(list.filter.filter.replyDestination == AddressMatch("198.18.0.1"))
+        #expect(list.filter.filter.replyDestination == AddressMatch("2001:db8::2"))
         #expect(list.output.format.extended && list.output.format.showID && list.output.format.style == .text)
     }
 
@@ -54,7 +54,28 @@ func parseError(_ arguments: [String]) -> String? {
         (["kernel", "list", "-m", "x"], "The value 'x' is invalid for '-m <mark>'"),
         (["kernel", "list", "-u", "ASSURD"], "The value 'ASSURD' is invalid for '-u <status>': unknown status"),
         (["kernel", "list", "-f", "ipv5"], "The value 'ipv5' is invalid for '-f <family>': unknown family: expected ipv4 or ipv6"),
-        (["kernel", "list", "-f", "ipv6", "-s", "198.18.0.1"], "-s 198.18.0.1 is not an ipv6 address"),
+        (["kernel", "list", "-f", "ipv6", "-s", "198.18.0.1"], "mismatched address family: -s 198.18.0.1 is ipv4, -f ipv6"),
+        // Contradictory filters are refused as conntrack refuses them (`-L -s v4 -d ::1`), not an empty result.
+        (
+            ["kernel", "list", "--orig-src", "2001:db8::1", "--reply-dst", "198.18.0.1"],
+            "mismatched address family: -q 198.18.0.1 is ipv4, -s 2001:db8::1 is ipv6"
+        ),
+        (["kernel", "delete", "-s", "198.18.0.1", "-d", "::1"], "mismatched address family: -d ::1 is ipv6, -s 198.18.0.1 is ipv4"),
+        (["kernel", "update", "-f", "ipv4", "-r", "2001:db8::1", "-m", "1"], "mismatched address family: -r 2001:db8::1 is ipv6, -f ipv4"),
+        // --expect: only the filters conntrack applies to the expect table.
+        (["kernel", "list", "--expect", "-s", "198.18.0.1"], "--expect: Illegal option `--src' with this command"),
+        (["kernel", "list", "--expect", "--sport", "5"], "--expect: Illegal option `--sport' with this command"),
+        (["kernel", "count", "--expect", "-m", "1"], "--expect: Illegal option `--mark' with this command"),
+        (["kernel", "flush", "--expect", "-p", "tcp"], "--expect: Illegal option `--protonum' with this command"),
+        (["kernel", "events", "--expect", "--label", "3"], "--expect: Illegal option `--label' with this command"),
+        (
+            ["kernel", "insert", "--expect", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "--sport", "1", "--dport", "2", "-t", "9"],
+            "--expect: You need to supply the `--tuple-src' option for this command"
+        ),
+        (["kernel", "insert", "--tuple-src", "198.18.0.1"], "--tuple-* and --mask-* describe an expectation: they need --expect"),
+        (["kernel", "delete", "--expect", "-s", "198.18.0.1", "-d", "198.18.0.2"], "--expect: You need to supply the `--protonum' option"),
+        (["kernel", "delete", "--expect", "-p", "udp", "-s", "198.18.0.1", "-d", "198.18.0.2", "-m", "1"], "--expect: Illegal option `--mark'"),
+        (["kernel", "update", "-p", "udp", "--label-add", "1", "--label-del", "2"], "cannot use --label-add and --label-del at the same time"),
         (["kernel", "list", "-w", "65536"], "The value '65536' is invalid for '-w <zone>': expected a number 0-65535"),
         (["kernel", "list", "-o", "yaml"], "yaml"),
         (["kernel", "list", "--label", "128"], "The value '128' is invalid for '--label <label>': expected a bit number 0-127"),

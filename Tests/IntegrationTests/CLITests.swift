@@ -35,8 +35,11 @@ import Testing
         #expect(r.stderr.contains("10 flow entries have been deleted."), "\(r.stderr)")
         let left = try ns.ctsync(["kernel", "list", "-o", "json"]).lines.map(FlowJSON.decode)
         #expect(left.count == 10 && left.allSatisfy { $0.mark == 0 })
+        // Nothing matched: said, and exit 1 as conntrack -D (scripts run `conntrack -D ... &&`).
         let none = try ns.ctsync(["kernel", "delete", "-m", "1", "-o", "json"])
-        #expect(none.status == 0 && none.stdout == "{\"deleted\":0}\n")
+        #expect(none.status == 1 && none.stdout == "{\"deleted\":0}\n", "\(none.status) \(none.stderr)")
+        let noneText = try ns.ctsync(["kernel", "delete", "-m", "1"])
+        #expect(noneText.status == 1 && noneText.stderr == "ctsync: 0 flow entries have been deleted.\n", "\(noneText.stderr)")
         let byPort = try ns.ctsync(["kernel", "delete", "-p", "udp", "--sport", "2001"])
         #expect(byPort.stderr.contains("1 flow entries have been deleted."))
         #expect(try ns.ctsync(["kernel", "count"]).stdout == "9\n")
@@ -63,6 +66,13 @@ import Testing
         #expect(r.status == 0 && r.stderr.contains("1 flow entries have been updated."), "\(r.stderr)")
         let flow = try FlowJSON.decode(try #require(try ns.ctsync(["kernel", "list", "-o", "json", "-m", "77"]).lines.first))
         #expect(flow.original.sourcePort == 2003 && flow.timeout! > 990)
+        // Nothing matched, or nothing the change would alter: exit 1 as conntrack -U.
+        let none = try ns.ctsync(["kernel", "update", "-p", "udp", "--sport", "9999", "-m", "77"])
+        #expect(none.status == 1 && none.stderr == "ctsync: 0 flow entries have been updated.\n", "\(none.status) \(none.stderr)")
+        let same = try ns.ctsync(["kernel", "update", "-p", "udp", "--sport", "2003", "-m", "77"])
+        #expect(same.status == 1 && same.stderr.contains("0 flow entries have been updated."), "\(same.status) \(same.stderr)")
+        let json = try ns.ctsync(["kernel", "update", "-p", "udp", "--sport", "9999", "-m", "77", "-o", "json"])
+        #expect(json.status == 1 && json.stdout.hasPrefix("{\"updated\":0,"), "\(json.stdout)")
     }
 
     @Test func eventsPrintOneLinePerEvent() throws {

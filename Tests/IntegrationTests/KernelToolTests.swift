@@ -123,4 +123,75 @@ import Testing
         let assured = try ns.exec(["conntrack", "-L", "-s", "198.18.2.1"]).lines.compactMap(ConntrackLine.init)
         #expect(assured.first?.flags.contains("[ASSURED]") == true)
     }
+
+    /// Labels through the CLI, beside conntrack: `--label-add` and `--label-del` on update and
+    /// `--label` on list, in two namespaces that use labels, both tools reading label names from
+    /// a connlabel.conf (conntrack 1.4.7 takes names only) laid over /etc in a mount namespace.
+    @Test func labelsThroughTheCLIAsConntrack() throws {
+        guard Host.has("nft"), Host.has("unshare") else { return }
+        let theirs = try TestNamespace("clb_a")
+        defer { theirs.remove() }
+        let ours = try TestNamespace("clb_b")
+        defer { ours.remove() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ctt_labels_\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/upper/xtables", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/work", withIntermediateDirectories: true)
+        try "0 zero\n5 five\n100 hundred\n".write(toFile: dir + "/upper/xtables/connlabel.conf", atomically: true, encoding: .utf8)
+        let overlay = "mount -t overlay overlay -o lowerdir=/etc,upperdir=\(dir)/upper,workdir=\(dir)/work /etc && exec \"$@\""
+        func labelled(_ ns: TestNamespace, _ argv: [String]) throws -> CommandResult {
+            try ns.exec(["unshare", "-m", "--propagation", "private", "sh", "-c", overlay, "sh"] + argv)
+        }
+        let rules = "table inet ctt {\n chain c {\n type filter hook input priority 0;\n ct label 100 accept\n }\n}\n"
+        for ns in [theirs, ours] {
+            let nft = try ns.exec(["nft", "-f", "-"], input: rules)
+            try #require(nft.status == 0, "nft: \(nft.stderr)")
+            for (port, label) in [(1, "0"), (2, "5"), (3, "100")] {
+                let r = try ns.ctsync(
+                    [
+                        "kernel", "insert", "-p", "udp", "-s", "198.18.11.1", "-d", "198.18.11.2", "--sport", "\(port)", "--dport", "9", "-t", "300",
+                        "--label", label,
+                    ])
+                try #require(r.status == 0, "\(r.stderr)")
+            }
+        }
+        func labels(_ ns: TestNamespace) throws -> [UInt16: [Int]] {
+            var byPort: [UInt16: [Int]] = [:]
+            for flow in try ns.ctsync(["kernel", "list", "-o", "json"]).lines.map(FlowJSON.decode) {
+                byPort[flow.original.sourcePort] = flow.labels.bits
+            }
+            return byPort
+        }
+        #expect(try labels(ours) == [1: [0], 2: [5], 3: [100]])
+        let steps: [([String], [String])] = [
+            (
+                ["-U", "-s", "198.18.11.1", "-p", "udp", "--sport", "1", "--label-add", "five"],
+                ["kernel", "update", "-p", "udp", "--sport", "1", "--label-add", "five"]
+            ),
+            (["-U", "-s", "198.18.11.1", "--label-add", "hundred"], ["kernel", "update", "-s", "198.18.11.1", "--label-add", "hundred"]),
+            // Already there everywhere: nothing changes, nothing is counted, exit 1.
+            (["-U", "-s", "198.18.11.1", "--label-add", "hundred"], ["kernel", "update", "-s", "198.18.11.1", "--label-add", "hundred"]),
+            (
+                ["-U", "-s", "198.18.11.1", "-p", "udp", "--sport", "2", "--label-del", "five"],
+                ["kernel", "update", "-p", "udp", "--sport", "2", "--label-del", "five"]
+            ),
+            (["-U", "-s", "198.18.11.1", "--label-del", "zero"], ["kernel", "update", "-s", "198.18.11.1", "--label-del", "zero"]),
+        ]
+        for (c, s) in steps {
+            let a = try labelled(theirs, ["conntrack"] + c)
+            let b = try labelled(ours, [Host.ctsync] + s)
+            #expect(a.status == b.status, "\(s): conntrack \(a.status) \(a.stderr) | ctsync \(b.status) \(b.stderr)")
+            #expect(try labels(theirs) == labels(ours), "after \(s)")
+        }
+        #expect(try labels(ours) == [1: [5, 100], 2: [100], 3: [100]])
+        // --label selects the flows with every label named, by name or by number.
+        for (c, s) in [
+            (["--label", "five"], ["--label", "five"]), (["--label", "hundred"], ["--label", "100"]), (["--label", "zero"], ["--label", "0"]),
+        ] {
+            let a = try labelled(theirs, ["conntrack", "-L"] + c)
+            let b = try labelled(ours, [Host.ctsync, "kernel", "list"] + s)
+            let ports = { (r: CommandResult) in Set(r.lines.compactMap(ConntrackLine.init).compactMap { $0.original["sport"] }) }
+            #expect(a.status == 0 && b.status == 0 && ports(a) == ports(b), "\(s): conntrack \(a.stdout) | ctsync \(b.stdout)")
+        }
+    }
 }

@@ -484,8 +484,13 @@ struct ConntrackArguments {
     }
 
     private mutating func setFamily(_ f: AddressFamily) throws(Problem) {
+        family = try Self.agreeing(family, f)
+    }
+
+    /// conntrack's rule for one line: `-f` and every address are of one family.
+    static func agreeing(_ family: AddressFamily?, _ f: AddressFamily) throws(Problem) -> AddressFamily {
         if let family, family != f { throw Problem("mismatched address family") }
-        family = f
+        return f
     }
 
     // MARK: - Values
@@ -657,13 +662,8 @@ struct ConntrackArguments {
     func labelBits(_ text: String) throws(Problem) -> [Int] {
         var bits: [Int] = []
         for name in text.split(separator: ",", omittingEmptySubsequences: false).map(String.init) {
-            if let n = Int(name), (0...FlowLabels.maxBit).contains(n) {
-                bits.append(n)
-            } else if let bit = ConnLabelMap.load(path: labelMap).bit(named: name) {
-                bits.append(bit)
-            } else {
-                throw Problem("unknown label '\(name)'")
-            }
+            guard let bit = ConnLabelMap.bit(name, path: labelMap) else { throw Problem("unknown label '\(name)'") }
+            bits.append(bit)
         }
         return bits
     }
@@ -692,4 +692,10 @@ struct ConnLabelMap {
     }
 
     func bit(named name: String) -> Int? { names.first { $0.value == name }?.key }
+
+    /// A label as conntrack's options and ctsync's take it: a bit number, or a name from the map.
+    static func bit(_ name: String, path: String?) -> Int? {
+        if let n = Int(name), (0...FlowLabels.maxBit).contains(n) { return n }
+        return load(path: path).bit(named: name)
+    }
 }

@@ -185,14 +185,37 @@ extension ConntrackArguments {
     /// What `-U` makes of a flow it selected, or nil when nothing would change (conntrack does
     /// not count, print or send those).
     func updated(_ flow: Flow) -> Flow? {
+        let change = FlowChange(
+            timeout: timeout, status: status?.set, mark: mark.map { m in { ($0 & ~m.mask) ^ m.value } }, labelAdd: labelAdd,
+            labelDelete: labelDelete)
+        return change.applied(to: flow)
+    }
+}
+
+/// What an update changes in a flow: conntrack's `-U` and `ctsync kernel update`.
+struct FlowChange {
+    var timeout: UInt32?
+    /// Bits to set (the kernel does not clear status bits).
+    var status: FlowStatus?
+    /// The new mark from the old one.
+    var mark: ((UInt32) -> UInt32)?
+    var labelAdd: [Int] = []
+    /// Label bits to clear; empty clears every label (conntrack's `--label-del` without a value).
+    var labelDelete: [Int]?
+
+    /// The changed flow, or nil when nothing would change (conntrack -U neither counts nor sends
+    /// those) and no label is added.
+    func applied(to flow: Flow) -> Flow? {
         var changed = flow
         if let timeout { changed.timeout = timeout }
-        if let status { changed.status.formUnion(status.set) }
-        if let mark { changed.mark = (flow.mark & ~mark.mask) ^ mark.value }
+        if let status { changed.status.formUnion(status) }
+        if let mark { changed.mark = mark(flow.mark) }
         for bit in labelAdd { changed.labels.insert(bit) }
         if let labelDelete {
             if labelDelete.isEmpty { changed.labels = FlowLabels() } else { for bit in labelDelete { changed.labels.remove(bit) } }
         }
-        return changed == flow ? nil : changed
+        // conntrack sends --label-add with a label mask, which makes every selected flow differ
+        // from the kernel's: it is always sent and counted, even when the labels are there.
+        return changed == flow && labelAdd.isEmpty ? nil : changed
     }
 }

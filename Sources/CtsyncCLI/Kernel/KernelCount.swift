@@ -11,6 +11,10 @@ struct KernelCount: ParsableCommand {
     @Flag(name: .customLong("expect"), help: "The expectation table instead of the flows (conntrack's `expect` table).")
     var expect = false
 
+    func validate() throws {
+        if expect { try filter.checkForExpectations() }
+    }
+
     func run() throws {
         try requireRoot("counting the conntrack table")
         let table = try KernelTable()

@@ -12,8 +12,21 @@ struct KernelDelete: ParsableCommand {
 
     @OptionGroup var filter: FlowFilterOptions
     @OptionGroup var output: ReportOutputOptions
+    @Flag(
+        name: .customLong("expect"),
+        help: "Delete the expectation of the connection -p -s -d --sport --dport names (conntrack's -D expect).")
+    var expect = false
+
+    /// `--expect`: conntrack's `-D expect` line, checked by its rules.
+    func expectation() throws -> ConntrackArguments {
+        try ConntrackArguments.forKernel { () throws(ConntrackArguments.Problem) in try ConntrackArguments(expect: .delete, filter: filter) }
+    }
 
     func validate() throws {
+        if expect {
+            _ = try expectation()
+            return
+        }
         if filter.filter.isEmpty {
             throw ValidationError("delete needs at least one filter (use `ctsync kernel flush` to empty the table)")
         }
@@ -21,8 +34,15 @@ struct KernelDelete: ParsableCommand {
 
     func run() throws {
         try requireRoot("deleting conntrack entries")
+        if expect {
+            // As ctsync -D expect: one expectation, "1 expectations have been deleted.", or exit 1.
+            try expectation().runForKernel()
+            return
+        }
         let removed = try deleteMatching(filter.filter)
         report(removed, verb: "deleted", format: output.format)
+        // As conntrack -D: nothing matched is a failure, so `ctsync kernel delete ... &&` stops.
+        if removed == 0 { throw ExitCode.failure }
     }
 }
 

@@ -33,6 +33,7 @@ struct KernelEvents: ParsableCommand {
     var bufferSize: Int = 8 << 20
 
     func validate() throws {
+        if expect { try filter.checkForExpectations() }
         if EventTypes(list: eventMask) == nil {
             throw ValidationError("bad event mask '\(eventMask)' for -e/--event-mask: expected a comma list of NEW, UPDATE, DESTROY")
         }
@@ -98,6 +99,7 @@ struct KernelEvents: ParsableCommand {
                     sink.line("[\(stamp)]\t[OVERRUN] events lost (ENOBUFS)")
                     continue
                 }
+                if let family = filter.filter.family, e.family != family { continue }
                 sink.line("[\(stamp)]\t" + ExpectationText.line(e, event: name))
                 shown += 1
                 if let count, shown >= count { break loop }

@@ -12,6 +12,10 @@ struct KernelFlush: ParsableCommand {
     @Flag(name: .customLong("expect"), help: "The expectation table instead of the flows (conntrack's `expect` table).")
     var expect = false
 
+    func validate() throws {
+        if expect { try filter.checkForExpectations() }
+    }
+
     func run() throws {
         try requireRoot("flushing the conntrack table")
         let criteria = filter.filter

@@ -225,8 +225,24 @@ struct KernelInsert: ParsableCommand {
     @OptionGroup var batch: BatchOptions
     @OptionGroup var generate: GenerateOptions
     @OptionGroup var output: ReportOutputOptions
+    @Flag(
+        name: .customLong("expect"),
+        help: "Create an expectation instead (conntrack's -I expect): the master by -p -s -d --sport --dport, -t, --tuple-*, --mask-*.")
+    var expect = false
+    @OptionGroup var expected: ExpectedTupleOptions
+
+    /// `--expect`: conntrack's `-I expect` line, checked by its rules.
+    func expectation() throws -> ConntrackArguments {
+        if batch.file != nil || generate.count != nil { throw ValidationError("--expect creates one expectation: no --file or --generate") }
+        return try ConntrackArguments.forKernel { () throws(ConntrackArguments.Problem) in try ConntrackArguments(expectationOf: spec, expected) }
+    }
 
     func validate() throws {
+        if expect {
+            _ = try expectation()
+            return
+        }
+        if !expected.isEmpty { throw ValidationError("--tuple-* and --mask-* describe an expectation: they need --expect") }
         if generate.count != nil {
             if batch.file != nil { throw ValidationError("give either --file or --generate, not both") }
             var others = spec
@@ -240,6 +256,13 @@ struct KernelInsert: ParsableCommand {
     }
 
     func run() throws {
+        if expect {
+            let line = try expectation()
+            try requireRoot("inserting conntrack expectations")
+            try line.runForKernel()
+            if output.format.style == .json { print("{\"created\":1}") } else { summary("1 expectations have been created.") }
+            return
+        }
         if let count = generate.count {
             let flows = SyntheticFlows(first: generate.first, count: count, timeout: spec.timeout ?? 600, mark: spec.mark ?? 0)
             try requireRoot("inserting conntrack entries")

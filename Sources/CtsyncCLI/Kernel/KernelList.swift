@@ -13,6 +13,7 @@ struct KernelList: ParsableCommand {
     var expect = false
 
     func validate() throws {
+        if expect { try filter.checkForExpectations() }
         if expect && output.format.style != .text {
             throw ValidationError("--expect prints conntrack's text layout only (-o text)")
         }

@@ -22,19 +22,25 @@ struct KernelUpdate: ParsableCommand {
         name: [.customShort("u"), .long], help: "Status bits to set (the kernel lets bits be set, not cleared).", transform: ArgumentParsing.status)
     var status: FlowStatus?
 
-    @Option(name: .customLong("label-add"), help: "Label bit to add (repeatable).", transform: ArgumentParsing.label)
+    @Option(name: .customLong("label-add"), help: "Label to add: bit number or connlabel.conf name (repeatable).", transform: ArgumentParsing.label)
     var addLabels: [Int] = []
+
+    @Option(
+        name: .customLong("label-del"), help: "Label to remove: bit number or connlabel.conf name (repeatable).", transform: ArgumentParsing.label)
+    var deleteLabels: [Int] = []
 
     @OptionGroup var batch: BatchOptions
     @OptionGroup var output: ReportOutputOptions
 
     func validate() throws {
-        let changes = mark != nil || timeout != nil || status != nil || !addLabels.isEmpty
+        let changes = mark != nil || timeout != nil || status != nil || !addLabels.isEmpty || !deleteLabels.isEmpty
         if batch.file != nil {
-            if changes { throw ValidationError("give either --file or changes (-m, -t, -u, --label-add), not both") }
+            if changes { throw ValidationError("give either --file or changes (-m, -t, -u, --label-add, --label-del), not both") }
         } else if !changes {
-            throw ValidationError("nothing to change: give -m/--mark, -t/--timeout, -u/--status or --label-add")
+            throw ValidationError("nothing to change: give -m/--mark, -t/--timeout, -u/--status, --label-add or --label-del")
         }
+        // As conntrack: "cannot use --label-add and --label-del at the same time".
+        if !addLabels.isEmpty && !deleteLabels.isEmpty { throw ValidationError("cannot use --label-add and --label-del at the same time") }
     }
 
     func run() throws {
@@ -45,16 +51,16 @@ struct KernelUpdate: ParsableCommand {
         }
         var criteria = FlowFilter()
         filter.apply(to: &criteria)
+        let change = FlowChange(
+            timeout: timeout, status: status, mark: mark.map { m in { ($0 & ~m.mask) | (m.value & m.mask) } }, labelAdd: addLabels,
+            labelDelete: deleteLabels.isEmpty ? nil : deleteLabels)
         var flows: [Flow] = []
+        // As conntrack -U: a flow the change would leave as it is is neither sent nor counted.
         try KernelTable().dump(family: criteria.family) { flow in
-            guard criteria.matches(flow) else { return }
-            var changed = flow
-            if let mark { changed.mark = (flow.mark & ~mark.mask) | (mark.value & mark.mask) }
-            if let timeout { changed.timeout = timeout }
-            if let status { changed.status.formUnion(status) }
-            for bit in addLabels { changed.labels.insert(bit) }
-            flows.append(changed)
+            if criteria.matches(flow), let changed = change.applied(to: flow) { flows.append(changed) }
         }
         try writeAndReport(flows, operation: .update, batchSize: batch.batchSize, verb: "updated", format: output.format)
+        // As conntrack -U: nothing updated is a failure, so `ctsync kernel update ... &&` stops.
+        if flows.isEmpty { throw ExitCode.failure }
     }
 }

@@ -65,9 +65,15 @@ public struct TupleFilterOptions: ParsableArguments {
         if sourcePort != nil || destinationPort != nil, let proto, !proto.hasPorts {
             throw ValidationError("--sport/--dport need a protocol with ports; \(proto.name) has none")
         }
+        // conntrack's rule (`-L -s 198.18.0.1 -d ::1` is refused): -f and the addresses agree.
+        var agreed = family.map { (family: $0, named: "-f \($0)") }
         for (option, match) in [("-s", source), ("-d", destination), ("-r", replySource), ("-q", replyDestination)] {
-            if let family, let match, match.address.family != family {
-                throw ValidationError("\(option) \(match) is not an \(family) address (-f \(family))")
+            guard let match else { continue }
+            let f = match.address.family
+            do {
+                agreed = (try ConntrackArguments.agreeing(agreed?.family, f), agreed?.named ?? "\(option) \(match) is \(f)")
+            } catch {
+                throw ValidationError("\(error.message): \(option) \(match) is \(f), \(agreed?.named ?? "")")
             }
         }
     }
@@ -126,5 +132,11 @@ public struct FlowFilterOptions: ParsableArguments {
         tuple.apply(to: &f)
         marks.apply(to: &f)
         return f
+    }
+
+    /// `--expect` (list, count, flush, events): expectations are selected by family alone, as
+    /// conntrack's `-L expect` takes only -f; any other filter is refused, not ignored.
+    func checkForExpectations() throws {
+        _ = try ConntrackArguments.forKernel { () throws(ConntrackArguments.Problem) in try ConntrackArguments(expect: .list, filter: self) }
     }
 }

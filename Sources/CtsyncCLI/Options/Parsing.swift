@@ -73,10 +73,10 @@ enum ArgumentParsing {
     }
 
     static func label(_ text: String) throws -> Int {
-        guard let n = Int(text), (0...FlowLabels.maxBit).contains(n) else {
-            throw ValidationError("expected a bit number 0-\(FlowLabels.maxBit)")
+        guard let bit = ConnLabelMap.bit(text, path: nil) else {
+            throw ValidationError("expected a bit number 0-\(FlowLabels.maxBit) or a name from \(ConnLabelMap.defaultPath)")
         }
-        return n
+        return bit
     }
 
     /// Checks a state name against the protocol (TCP when none is given).
