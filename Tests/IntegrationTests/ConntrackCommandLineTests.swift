@@ -190,6 +190,23 @@ import Testing
         #expect(watcher.waitForExit(within: 20))
         let seen = watcher.stdout.split(separator: "\n").map(String.init)
         #expect(seen.count == 2 && seen[0].contains("    [NEW] ") && seen[1].contains("[DESTROY] "), "\(seen)")
+        // conntrack -E expect and ctsync -E expect side by side: the same lines.
+        let unblocked = ["perl", "-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new) or die; exec @ARGV or die", "--"]
+        let theirWatch = try BackgroundCommand(ns, unblocked + ["conntrack", "-E", "expect"], tag: "cexp")
+        let ourWatch = try BackgroundCommand(ns, unblocked + [Host.ctsync, "-E", "expect"], tag: "sexp")
+        usleep(1_000_000)
+        #expect(try ns.ctsync(create).status == 0)
+        #expect(try ns.exec(["conntrack", "-F", "expect"]).status == 0)
+        usleep(1_000_000)
+        theirWatch.process.terminate()
+        ourWatch.process.terminate()
+        #expect(theirWatch.waitForExit(within: 10) && ourWatch.waitForExit(within: 10))
+        let timeless = { (text: String) in
+            text.split(separator: "\n").map { $0.replacingOccurrences(of: #"\] \d+ proto"#, with: "] T proto", options: .regularExpression) }
+        }
+        #expect(
+            timeless(theirWatch.stdout).count == 2 && timeless(theirWatch.stdout) == timeless(ourWatch.stdout),
+            "conntrack: \(theirWatch.stdout)\nctsync: \(ourWatch.stdout)")
         // Usage errors as conntrack's: a missing expected tuple, an update of expectations.
         var noTuple = create
         let at = try #require(noTuple.firstIndex(of: "--tuple-src"))
