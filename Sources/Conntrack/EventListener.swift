@@ -35,6 +35,22 @@ public final class EventListener {
 
     private let types: EventTypes
 
+    /// What conntrack -E prints beside an event: the port of the socket whose request caused it
+    /// (0: the kernel's own), and which attributes the message carried (a destroy event has no
+    /// mark). Kept only when `keepsDetails` is set, one per queued event (`nextDetailed`).
+    public struct Details: Sendable {
+        public var portID: UInt32
+        public var present: FlowAttributes
+    }
+    public var keepsDetails = false
+    private var details: [Details] = []
+
+    private func noteOverrun() {
+        overruns += 1
+        pending.append(.overrun)
+        if keepsDetails { details.append(Details(portID: 0, present: [])) }
+    }
+
     public init(types: EventTypes = .all, receiveBufferSize: Int = 4 << 20) throws(KernelError) {
         socket = try MnlSocket(groups: types.rawValue, receiveBufferSize: receiveBufferSize)
         slots = .allocate(byteCount: Self.slotSize * Self.slotCount, alignment: 8)
@@ -110,8 +126,7 @@ public final class EventListener {
             }
             receiveCalls += 1
             if n == -ENOBUFS {
-                overruns += 1
-                pending.append(.overrun)
+                noteOverrun()
                 continue
             }
             if n < 0 { throw KernelError.socket(operation: "receive", errno: -n) }
@@ -122,8 +137,7 @@ public final class EventListener {
                 let length = Int(lengths[index])
                 if length == -1 {
                     // Cut: whatever it held is lost.
-                    overruns += 1
-                    pending.append(.overrun)
+                    noteOverrun()
                     continue
                 }
                 if length < 0 { continue }  // not from the kernel
@@ -165,6 +179,14 @@ public final class EventListener {
         return batch
     }
 
+    /// `next` with each event's `Details` (set `keepsDetails` before the first event).
+    public func nextDetailed(timeoutMilliseconds: Int32) throws -> [(FlowEvent, Details)] {
+        let batch = try next(timeoutMilliseconds: timeoutMilliseconds, limit: .max)
+        let mine = details.prefix(batch.count)
+        details.removeFirst(mine.count)
+        return Array(zip(batch, mine))
+    }
+
     private func collect(_ datagram: UnsafeRawBufferPointer) throws {
         var offset = 0
         let count = datagram.count
@@ -179,21 +201,27 @@ public final class EventListener {
             let port = message.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
             if ignoredPort != 0 && port == ignoredPort {
                 ignoredEvents += 1
-            } else if let event = Self.event(type: type, flags: flags, message: message) {
+            } else if let (event, present) = Self.eventAndAttributes(type: type, flags: flags, message: message) {
                 pending.append(event)
+                if keepsDetails { details.append(Details(portID: port, present: present)) }
             }
             offset += (length + 3) & ~3
         }
     }
 
     static func event(type: UInt16, flags: UInt16, message: UnsafeRawBufferPointer) -> FlowEvent? {
+        eventAndAttributes(type: type, flags: flags, message: message)?.0
+    }
+
+    /// The event and which optional attributes its message carried.
+    static func eventAndAttributes(type: UInt16, flags: UInt16, message: UnsafeRawBufferPointer) -> (FlowEvent, FlowAttributes)? {
         guard type >> 8 == UInt16(NFNL_SUBSYS_CTNETLINK), let (flow, present) = FlowMessageParser.parse(message) else { return nil }
         switch UInt32(type & 0xff) {
         case IPCTNL_MSG_CT_NEW.rawValue:
             let creating = UInt16(NLM_F_CREATE | NLM_F_EXCL)
-            return flags & creating != 0 ? .new(flow) : .update(flow, present: present)
+            return (flags & creating != 0 ? .new(flow) : .update(flow, present: present), present)
         case IPCTNL_MSG_CT_DELETE.rawValue:
-            return .destroy(flow)
+            return (.destroy(flow), present)
         default:
             return nil
         }

@@ -13,6 +13,10 @@
 /// the last one counts. Values are read from the original tuple; the ICMP identity counts as
 /// present when either tuple carries it.
 enum FlowMessageParser {
+    /// Whether CTA_TIMESTAMP is read into `Flow.timestamps` (conntrack's command line, which
+    /// prints it); set once at start, before any parsing. Off, a flow from a dump and the same
+    /// flow from an event stay equal.
+    nonisolated(unsafe) static var readsTimestamps = false
     /// ctnetlink's attribute numbers (linux/netfilter/nfnetlink_conntrack.h).
     private enum CTA {
         static let tupleOriginal: UInt16 = 1
@@ -168,6 +172,7 @@ enum FlowMessageParser {
         var seqAdjust = (original: noAdjustment, reply: noAdjustment, originalHasPosition: false)
         var counters: (packets: UInt64?, bytes: UInt64?, replyPackets: UInt64?, replyBytes: UInt64?)
         var labels = FlowLabels()
+        var timestamps = FlowTimestamps()
 
         func word(_ a: Attribute) -> UInt32? { a.payload.count == 4 ? a.u32() : nil }
 
@@ -252,7 +257,16 @@ enum FlowMessageParser {
                     counters.replyPackets = packets
                     counters.replyBytes = bytes
                 }
-            case CTA.secctx, CTA.timestamp:
+            case CTA.timestamp:
+                guard readsTimestamps else { return true }
+                let fine = forEach(a.payload) { t in
+                    guard t.type == 1 || t.type == 2 else { return true }  // CTA_TIMESTAMP_START, _STOP
+                    guard t.payload.count == 8 else { return false }
+                    if t.type == 1 { timestamps.start = t.u64() } else { timestamps.stop = t.u64() }
+                    return true
+                }
+                guard fine else { return false }
+            case CTA.secctx:
                 return true
             case CTA.labels:
                 let length = a.payload.count
@@ -325,6 +339,7 @@ enum FlowMessageParser {
             present.insert(.counters)
         }
         flow.labels = labels
+        if timestamps.start != nil || timestamps.stop != nil { flow.timestamps = timestamps }
         return (flow, present)
     }
 

@@ -398,6 +398,14 @@ public final class KernelTable {
         }
     }
 
+    /// Whether flows read from the kernel (dumps, gets, events) carry `Flow.timestamps`
+    /// (CTA_TIMESTAMP): off unless a caller that prints them (conntrack's command line) asks,
+    /// before it reads any flow.
+    public static var readsTimestamps: Bool {
+        get { FlowMessageParser.readsTimestamps }
+        set { FlowMessageParser.readsTimestamps = newValue }
+    }
+
     /// Parses a ctnetlink message into a flow (nil for other messages or a message without a tuple).
     static func parseFlow(_ message: NetlinkMessage) -> Flow? {
         parseFlowAttributes(message)?.0

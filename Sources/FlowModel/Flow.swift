@@ -121,6 +121,16 @@ public struct FlowCounters: Hashable, Sendable {
     }
 }
 
+/// The kernel's timestamps of a flow, nanoseconds since 1970 (CTA_TIMESTAMP_START, _STOP).
+public struct FlowTimestamps: Hashable, Sendable {
+    public var start: UInt64?
+    public var stop: UInt64?
+    public init(start: UInt64? = nil, stop: UInt64? = nil) {
+        self.start = start
+        self.stop = stop
+    }
+}
+
 /// Connection labels: a 128-bit set (the kernel's `NF_CT_LABELS_MAX_SIZE`), held by value.
 public struct FlowLabels: Hashable, Sendable {
     public var words: (UInt64, UInt64)
@@ -264,6 +274,12 @@ public struct Flow: Hashable, Sendable {
         get { rare?.value.replyZone }
         set { if newValue != nil || rare != nil { modifyRare { $0.replyZone = newValue } } }
     }
+    /// The kernel's start and stop times (CTA_TIMESTAMP, with `nf_conntrack_timestamp=1`), read
+    /// only where asked for (conntrack's command line prints them); never synced or written.
+    public var timestamps: FlowTimestamps? {
+        get { rare?.value.timestamps }
+        set { if newValue != nil || rare != nil { modifyRare { $0.timestamps = newValue } } }
+    }
 
     /// Changes the out-of-line attributes: in place when this flow holds the only reference to
     /// its box, in a new box otherwise; no box at all once none of them is set.
@@ -406,10 +422,11 @@ struct FlowRareAttributes: Hashable, Sendable {
     var counters: FlowCounters?
     var originalZone: UInt16?
     var replyZone: UInt16?
+    var timestamps: FlowTimestamps?
 
     var isEmpty: Bool {
         sctp == nil && dccp == nil && labels.isEmpty && helper == nil && sequenceAdjustment == nil && counters == nil
-            && originalZone == nil && replyZone == nil
+            && originalZone == nil && replyZone == nil && timestamps == nil
     }
 }
 

@@ -1,3 +1,25 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension FlowTimestamps {
+    /// conntrack's `delta-time=`: whole seconds from the start to the stop (or to now).
+    public static func deltaSeconds(start: UInt64, stop: UInt64?) -> Int64 {
+        let end = stop.map { Int64($0 / 1_000_000_000) } ?? Int64(time(nil))
+        return end - Int64(start / 1_000_000_000)
+    }
+
+    /// `ctime`'s form of a time in nanoseconds, without its newline (`Sun Dec  6 18:13:18 2026`).
+    public static func localTime(_ nanoseconds: UInt64) -> String {
+        var seconds = time_t(nanoseconds / 1_000_000_000)
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard ctime_r(&seconds, &buffer) != nil else { return "" }
+        var text = String(cString: buffer)
+        if text.hasSuffix("\n") { text.removeLast() }
+        return text
+    }
+}
+
 /// The conntrack tool's one-line layout (`conntrack -L`, `conntrack -E`), so that
 /// existing `grep`/`awk` habits keep working on ctsync's output.
 public struct FlowTextFormat: Sendable {
@@ -5,6 +27,19 @@ public struct FlowTextFormat: Sendable {
     public var extended = false
     /// Append `id=` (`-o id`).
     public var showID = false
+    /// Print the kernel's start and stop times (`-o ktimestamp`: `[start=Sun Dec  6 18:13:18
+    /// 2026] [stop=...]`). `delta-time=` is printed whenever the flow has a start time.
+    public var kernelTimestamps = false
+    /// Print `mark=` (a destroy event's message has none).
+    public var showMark = true
+    /// How labels print: bit numbers (ctsync's own), or conntrack's names from its label map
+    /// (bits without a name left out; an empty map prints none, as conntrack without one).
+    public var labels: LabelStyle = .bits
+
+    public enum LabelStyle: Sendable {
+        case bits
+        case names([Int: String])
+    }
 
     public init(extended: Bool = false, showID: Bool = false) {
         self.extended = extended
@@ -58,8 +93,15 @@ public struct FlowTextFormat: Sendable {
         } else if flow.status.contains(.assured) {
             text("[ASSURED] ", &out)
         }
-        field("mark=", UInt64(flow.mark), &out)
+        if showMark { field("mark=", UInt64(flow.mark), &out) }
         if flow.zone != 0 { field("zone=", UInt64(flow.zone), &out) }
+        if let stamps = flow.timestamps {
+            if let start = stamps.start { field("delta-time=", UInt64(FlowTimestamps.deltaSeconds(start: start, stop: stamps.stop)), &out) }
+            if kernelTimestamps {
+                if let start = stamps.start { out.append(contentsOf: "[start=\(FlowTimestamps.localTime(start))] ".utf8) }
+                if let stop = stamps.stop { out.append(contentsOf: "[stop=\(FlowTimestamps.localTime(stop))] ".utf8) }
+            }
+        }
         if let helper = flow.helper {
             text("helper=", &out)
             out.append(contentsOf: helper.utf8)
@@ -68,9 +110,20 @@ public struct FlowTextFormat: Sendable {
         if let use = flow.use { field("use=", UInt64(use), &out) }
         if showID, let id = flow.id { field("id=", UInt64(id), &out) }
         if !flow.labels.isEmpty {
-            text("labels=", &out)
-            out.append(contentsOf: flow.labels.bits.map(String.init).joined(separator: ",").utf8)
-            out.append(32)
+            switch labels {
+            case .bits:
+                text("labels=", &out)
+                out.append(contentsOf: flow.labels.bits.map(String.init).joined(separator: ",").utf8)
+                out.append(32)
+            case .names(let names) where !names.isEmpty:
+                // libnetfilter_conntrack's: "labels=" and "NAME," each, then the last byte
+                // (the comma, or the "=" when no bit has a name) becomes the space.
+                text("labels=", &out)
+                for bit in flow.labels.bits { if let name = names[bit], !name.isEmpty { out.append(contentsOf: (name + ",").utf8) } }
+                out.removeLast()
+                out.append(32)
+            case .names: break
+            }
         }
         out.removeLast()
     }

@@ -198,6 +198,23 @@ import Testing
         #expect(watcher.waitForExit(within: 20))
         let seen = watcher.stdout.split(separator: "\n").map(String.init)
         #expect(seen.count == 2 && seen[0].contains("    [NEW] ") && seen[1].contains("[DESTROY] "), "\(seen)")
+        // conntrack -E expect and ctsync -E expect side by side: the same lines.
+        let unblocked = ["perl", "-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new) or die; exec @ARGV or die", "--"]
+        let theirWatch = try BackgroundCommand(ns, unblocked + ["conntrack", "-E", "expect"], tag: "cexp")
+        let ourWatch = try BackgroundCommand(ns, unblocked + [Host.ctsync, "-E", "expect"], tag: "sexp")
+        usleep(1_000_000)
+        #expect(try ns.ctsync(create).status == 0)
+        #expect(try ns.exec(["conntrack", "-F", "expect"]).status == 0)
+        usleep(1_000_000)
+        theirWatch.process.terminate()
+        ourWatch.process.terminate()
+        #expect(theirWatch.waitForExit(within: 10) && ourWatch.waitForExit(within: 10))
+        let timeless = { (text: String) in
+            text.split(separator: "\n").map { $0.replacingOccurrences(of: #"\] \d+ proto"#, with: "] T proto", options: .regularExpression) }
+        }
+        #expect(
+            timeless(theirWatch.stdout).count == 2 && timeless(theirWatch.stdout) == timeless(ourWatch.stdout),
+            "conntrack: \(theirWatch.stdout)\nctsync: \(ourWatch.stdout)")
         // Usage errors as conntrack's: a missing expected tuple, an update of expectations.
         var noTuple = create
         let at = try #require(noTuple.firstIndex(of: "--tuple-src"))
@@ -312,5 +329,113 @@ import Testing
         let stats = try ns.ctsync(["-S"])
         #expect(stats.status == 0 && stats.lines.first?.hasPrefix("cpu=0") == true, "\(stats.stdout)")
         #expect(stats.lines.count == (try ns.exec(["conntrack", "-S"]).lines.count))
+    }
+
+    /// What must differ between two runs: the seconds left and since the start (they tick), the
+    /// event times, and the program conntrack -E names (looked up when each tool reads the event,
+    /// the requester may be gone by then). `ids` masks the flow ids too (flows made twice).
+    static func masked(_ text: String, ids: Bool = false) -> [String] {
+        var patterns = [
+            (#"^((?:\[[A-Z]+\] )?\s*(?:ipv[46]\s+\d+ )?\S+\s+\d+ )\d+ "#, "$1T "), (#"<timeout>\d+</timeout>"#, "<timeout>T</timeout>"),
+            (#"-t \d+ "#, "-t T "), (#"delta-time=\d+"#, "delta-time=D"), (#"<deltatime>\d+</deltatime>"#, "<deltatime>D</deltatime>"),
+            (#"<when>.*</when>"#, "<when/>"), (#" progname=\S+"#, ""),
+        ]
+        if ids { patterns += [(#"id=\d{4,}"#, "id=I"), (#"<id>\d+</id>"#, "<id>I</id>")] }
+        return text.split(separator: "\n").map { line in
+            patterns.reduce(String(line)) { $0.replacingOccurrences(of: $1.0, with: $1.1, options: .regularExpression) }
+        }
+    }
+
+    static let formats = [
+        "extended", "id", "timestamp", "ktimestamp", "labels", "userspace", "save", "xml", "extended,id,ktimestamp", "xml,ktimestamp,id",
+    ]
+
+    /// `-o` in -L, -G, -D and -U, line for line with conntrack on the same kernel table, with
+    /// the kernel's timestamps on (delta-time, ktimestamp's [start=...]) and no label map (what
+    /// `-o labels` then says and prints).
+    @Test func outputFormatsAsConntrack() throws {
+        let ns = try TestNamespace("ccl_o")
+        defer { ns.remove() }
+        try #require(try ns.exec(["sysctl", "-qw", "net.netfilter.nf_conntrack_timestamp=1"]).status == 0)
+        let flows = [
+            "-I -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 40 --dport 80 --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 60 -m 2",
+            "-I -s 198.18.7.3 -d 198.18.7.4 -p udp --sport 41 --dport 53 -t 60",
+            "-I -s 198.18.7.5 -d 198.18.7.6 -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 9 -t 60",
+        ]
+        func make() throws { for f in flows { try #require(try ns.exec(["conntrack"] + Self.words(f)).status == 0) } }
+        try make()
+        func compare(_ args: [String], ids: Bool = false, sorted: Bool = true) throws {
+            let c = try ns.exec(["conntrack"] + args)
+            let s = try ns.ctsync(args)
+            let (cl, sl) = (Self.masked(c.stdout, ids: ids), Self.masked(s.stdout, ids: ids))
+            #expect(c.status == s.status, "\(args): conntrack \(c.status) \(c.stderr) | ctsync \(s.status) \(s.stderr)")
+            #expect(sorted ? cl.sorted() == sl.sorted() : cl == sl, "\(args):\nconntrack: \(cl)\nctsync:    \(sl)")
+            let warning = "nfct_labelmap_new"
+            #expect(c.stderr.contains(warning) == s.stderr.contains(warning), "\(args): \(c.stderr) | \(s.stderr)")
+        }
+        for format in Self.formats {
+            try compare(["-L", "-o", format])
+            try compare(Self.words("-G -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 40 --dport 80 -o \(format)"))
+            try compare(Self.words("-G -s 198.18.7.3 -d 198.18.7.4 -p udp --sport 41 --dport 53 -o \(format)"))
+            // -U: conntrack sets the mark, then resets it; ctsync sets it again.
+            let update = Self.words("-U -s 198.18.7.1 -m 5 -o \(format)")
+            let c = try ns.exec(["conntrack"] + update)
+            #expect(try ns.exec(["conntrack"] + Self.words("-U -s 198.18.7.1 -m 2")).status == 0)
+            let s = try ns.ctsync(update)
+            #expect(c.status == 0 && s.status == 0, "\(update): \(c.stderr) | \(s.stderr)")
+            #expect(Self.masked(c.stdout) == Self.masked(s.stdout), "\(update):\nconntrack: \(c.stdout)\nctsync:    \(s.stdout)")
+            #expect(try ns.exec(["conntrack"] + Self.words("-U -s 198.18.7.1 -m 2")).status == 0)
+            // -D: each tool deletes its own copy of the flows (new ids).
+            let delete = ["-D", "-o", format]
+            let cd = try ns.exec(["conntrack"] + delete)
+            try make()
+            let sd = try ns.ctsync(delete)
+            try make()
+            #expect(cd.status == 0 && sd.status == 0, "\(delete): \(cd.stderr) | \(sd.stderr)")
+            let (cl, sl) = (Self.masked(cd.stdout, ids: true).sorted(), Self.masked(sd.stdout, ids: true).sorted())
+            #expect(cl == sl, "\(delete):\nconntrack: \(cl)\nctsync:    \(sl)")
+        }
+    }
+
+    /// -E with an event filter and a tuple filter in each -o: conntrack -E and ctsync -E watch the
+    /// same namespace while conntrack makes, updates and deletes flows; both print the same
+    /// lines (kernel times on: a destroy event's [start=...] [stop=...]; the requester's
+    /// [USERSPACE] portid=).
+    @Test func eventsAsConntrack() throws {
+        let ns = try TestNamespace("ccl_v")
+        defer { ns.remove() }
+        try #require(try ns.exec(["sysctl", "-qw", "net.netfilter.nf_conntrack_timestamp=1"]).status == 0)
+        let outputs = ["xml", "extended", "extended,id,ktimestamp", "xml,ktimestamp,timestamp,id", "save", "labels"]
+        var watchers: [(String, BackgroundCommand, BackgroundCommand)] = []
+        // The test runner's blocked signals are inherited: unblocked so SIGTERM ends the watchers
+        // the way Ctrl-C does (conntrack then closes its XML document).
+        let unblocked = ["perl", "-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new) or die; exec @ARGV or die", "--"]
+        for (n, output) in outputs.enumerated() {
+            let args = Self.words("-E -e NEW,DESTROY -p udp --dport 5353 -o \(output)")
+            watchers.append(
+                (
+                    output, try BackgroundCommand(ns, unblocked + ["conntrack"] + args, tag: "cev\(n)"),
+                    try BackgroundCommand(ns, unblocked + [Host.ctsync] + args, tag: "sev\(n)")
+                ))
+        }
+        usleep(1_500_000)
+        for line in [
+            "-I -s 198.18.7.1 -d 198.18.7.2 -p udp --sport 40 --dport 5353 -t 60",
+            "-I -s 198.18.7.1 -d 198.18.7.2 -p udp --sport 40 --dport 5354 -t 60",
+            "-I -s 198.18.7.1 -d 198.18.7.2 -p tcp --sport 40 --dport 5353 --state ESTABLISHED -t 60", "-U -s 198.18.7.1 -p udp -m 3",
+            "-D -p udp",
+        ] {
+            #expect(try ns.exec(["conntrack"] + Self.words(line)).status == 0, "\(line)")
+        }
+        usleep(1_500_000)
+        for (output, theirs, ours) in watchers {
+            theirs.process.terminate()
+            ours.process.terminate()
+            #expect(theirs.waitForExit(within: 10), "conntrack -E -o \(output) did not stop")
+            #expect(ours.waitForExit(within: 10), "ctsync -E -o \(output) did not stop")
+            let (c, s) = (Self.masked(theirs.stdout), Self.masked(ours.stdout))
+            #expect(c.count == (output.contains("xml") ? 5 : 2), "-o \(output): \(c)")
+            #expect(c == s, "-o \(output):\nconntrack: \(c)\nctsync:    \(s)")
+        }
     }
 }

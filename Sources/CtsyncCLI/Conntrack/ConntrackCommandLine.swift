@@ -132,6 +132,7 @@ enum ConntrackCommandLine {
         default: break
         }
         try requireRoot("the conntrack table")
+        KernelTable.readsTimestamps = true
         let table = try KernelTable()
         if line.table == .expect { return try expectations(command, line, table, batch: batch) }
         let sink = OutputSink()
@@ -259,17 +260,41 @@ enum ConntrackCommandLine {
         }
     }
 
-    /// One flow as the line's `-o` asks: conntrack's line (extended, id), its XML, or `-o save`.
-    static func render(_ flow: Flow, _ line: ConntrackArguments, prefix: String, event: String? = nil) -> String {
+    /// One flow as the line's `-o` asks: conntrack's line (extended, id, ktimestamp, labels), its
+    /// XML, or `-o save`. What each command honours is conntrack 1.4.7's: -D prints neither
+    /// kernel times nor labels, -U no kernel times; `showMark` false for a message without a
+    /// mark (a destroy event); `when` the time of an event (`-o xml,timestamp`).
+    static func render(
+        _ flow: Flow, _ line: ConntrackArguments, prefix: String, event: String? = nil, showMark: Bool = true, when: time_t? = nil
+    ) -> String {
         if line.output.contains(.save) { return SaveFormat.line(flow, prefix: prefix) }
+        let command = line.command
+        let kernelTimes = line.output.contains(.ktimestamp) && command != .delete && command != .update
         if line.output.contains(.xml) {
-            let element = FlowXML.element(flow)
+            let element = FlowXML.element(flow, kernelTimestamps: kernelTimes, showMark: showMark, when: when)
             if let event { return "<flow type=\"\(event.lowercased())\">" + element.dropFirst("<flow>".count) }
             return element
         }
-        let format = FlowTextFormat(extended: line.output.contains(.extended), showID: line.output.contains(.id))
+        var format = FlowTextFormat(extended: line.output.contains(.extended), showID: line.output.contains(.id))
+        format.kernelTimestamps = kernelTimes
+        format.showMark = showMark
+        format.labels = .names(command == .delete ? [:] : labelNames(line))
         return format.line(flow, event: event)
     }
+
+    /// conntrack's label map: read (once) when `-o labels`, `-l`, `--label-add` or `--label-del`
+    /// asks for it; without the file, conntrack's warning and no labels printed.
+    static func labelNames(_ line: ConntrackArguments) -> [Int: String] {
+        guard line.output.contains(.labels) || !line.given.isDisjoint(with: [.label, .labelAdd, .labelDel]) else { return [:] }
+        if let loadedLabels { return loadedLabels.names }
+        let path = line.labelMap ?? ConnLabelMap.defaultPath
+        if access(path, R_OK) != 0 { writeStandardError("nfct_labelmap_new: \(String(cString: strerror(errno)))\n") }
+        let map = ConnLabelMap.load(path: path)
+        loadedLabels = map
+        return map.names
+    }
+
+    nonisolated(unsafe) private static var loadedLabels: ConnLabelMap?
 
     /// The expectation table (`-L expect`, `-I expect`, ...).
     static func expectations(_ command: ConntrackArguments.Command, _ line: ConntrackArguments, _ table: KernelTable, batch: Bool) throws -> Int32 {
@@ -343,13 +368,15 @@ enum ConntrackCommandLine {
     static func events(_ line: ConntrackArguments) throws -> Int32 {
         let types = line.eventMask ?? .all
         let listener = try EventListener(types: types, receiveBufferSize: line.bufferSize ?? 8 << 20)
+        listener.keepsDetails = true
         signal(SIGINT) { _ in stopEvents = 1 }
         signal(SIGTERM) { _ in stopEvents = 1 }
         let sink = OutputSink()
         var shown = 0
         var header = false
+        var programs = ProgramNames()
         while stopEvents == 0 {
-            for event in try listener.next(timeoutMilliseconds: 250) {
+            for (event, details) in try listener.nextDetailed(timeoutMilliseconds: 250) {
                 guard let flow = event.flow else {
                     writeStandardError(
                         "WARNING: We have hit ENOBUFS! We are losing events.\nThis message means that the current netlink socket buffer size is too small.\nPlease, check --buffer-size in conntrack(8) manpage.\n"
@@ -357,13 +384,22 @@ enum ConntrackCommandLine {
                     continue
                 }
                 guard line.selects(flow) else { continue }
-                if line.output.contains(.xml) && !header {
+                let xml = line.output.contains(.xml)
+                if xml && !header && !line.output.contains(.save) {
                     sink.line("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<conntrack>")
                     header = true
                 }
                 let prefix = event.name == "NEW" ? "-A" : event.name == "UPDATE" ? "-U" : "-D"
-                let text = render(flow, line, prefix: prefix, event: line.output.contains(.save) ? nil : event.name)
-                sink.line(stamped(text, line.output.contains(.timestamp) && !line.output.contains(.xml)))
+                let stampXML = xml && line.output.contains(.timestamp)
+                var text = render(
+                    flow, line, prefix: prefix, event: line.output.contains(.save) ? nil : event.name,
+                    showMark: details.present.contains(.mark), when: stampXML ? time(nil) : nil)
+                // conntrack 1.4.7 names the program whose request made the event, whatever -o says.
+                if details.portID != 0 {
+                    text += " [USERSPACE] portid=\(details.portID)"
+                    if let name = programs.name(ofPort: details.portID) { text += " progname=\(name)" }
+                }
+                sink.line(stamped(text, line.output.contains(.timestamp) && !xml && !line.output.contains(.save)))
                 shown += 1
             }
             sink.flush()
@@ -422,6 +458,53 @@ enum ConntrackCommandLine {
           --mask-src ip\t\t\tSource mask address
           --mask-dst ip\t\t\tDestination mask address
         """
+}
+
+/// conntrack -E's `progname=`: the process holding the netfilter netlink socket with a port
+/// (`/proc/net/netlink`, then the process whose descriptors include that socket, the port's
+/// own number first), as `/proc/PID/stat` names it; the last answer kept.
+struct ProgramNames {
+    private var last: (port: UInt32, inode: UInt64, name: String?)?
+
+    mutating func name(ofPort port: UInt32) -> String? {
+        guard let inode = Self.inode(ofPort: port) else { return nil }
+        if let last, last.port == port, last.inode == inode { return last.name }
+        var name = Self.holder(pid: Int(port), inode: inode)
+        if name == nil, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            for entry in entries {
+                guard let pid = Int(entry), pid > 1, pid != Int(port) else { continue }
+                if let found = Self.holder(pid: pid, inode: inode) {
+                    name = found
+                    break
+                }
+            }
+        }
+        last = (port, inode, name)
+        return name
+    }
+
+    /// The inode of the NETLINK_NETFILTER (12) socket bound to `port`.
+    static func inode(ofPort port: UInt32) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/net/netlink", encoding: .utf8) else { return nil }
+        for row in text.split(separator: "\n").dropFirst() {
+            let f = row.split(separator: " ")
+            guard f.count >= 10, f[1] == "12", UInt32(f[2]) == port else { continue }
+            return UInt64(f[9])
+        }
+        return nil
+    }
+
+    /// The name of `pid` when one of its descriptors is the socket `inode`.
+    static func holder(pid: Int, inode: UInt64) -> String? {
+        let dir = "/proc/\(pid)/fd"
+        guard let fds = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return nil }
+        let wanted = "socket:[\(inode)]"
+        guard fds.contains(where: { (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + $0)) == wanted }) else { return nil }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let open = stat.firstIndex(of: "("), let close = stat[open...].firstIndex(of: ")")
+        else { return nil }
+        return String(stat[stat.index(after: open)..<close])
+    }
 }
 
 extension ConntrackArguments {
