@@ -7,8 +7,12 @@
 public enum FlowXML {
     /// `kernelTimestamps` adds `<timestamp><start>NS</start><stop>NS</stop></timestamp>`
     /// (`-o xml,ktimestamp`); `showMark` false leaves out `<mark>` (a destroy event has none);
-    /// `when` (`-o xml,timestamp` in events) adds libnetfilter_conntrack's `<when>` local time.
-    public static func element(_ flow: Flow, kernelTimestamps: Bool = false, showMark: Bool = true, when: time_t? = nil) -> String {
+    /// `when` (`-o xml,timestamp` in events) adds libnetfilter_conntrack's `<when>` local time;
+    /// `labelNames` (conntrack's label map, `-o labels`) adds `<labels>` with the named bits of a
+    /// flow that has labels.
+    public static func element(
+        _ flow: Flow, kernelTimestamps: Bool = false, showMark: Bool = true, when: time_t? = nil, labelNames: [Int: String] = [:]
+    ) -> String {
         var out = "<flow>"
         out += meta("original", flow.original, flow, reply: false)
         out += meta("reply", flow.reply, flow, reply: true)
@@ -16,6 +20,11 @@ public enum FlowXML {
         if let state = flow.stateName { out += "<state>\(state)</state>" }
         if let timeout = flow.timeout { out += "<timeout>\(timeout)</timeout>" }
         if showMark { out += "<mark>\(flow.mark)</mark>" }
+        if !labelNames.isEmpty, !flow.labels.isEmpty {
+            out += "<labels>"
+            for bit in flow.labels.bits { if let name = labelNames[bit], !name.isEmpty { out += "<label>\(name)</label>" } }
+            out += "</labels>"
+        }
         if flow.zone != 0 { out += "<zone>\(flow.zone)</zone>" }
         if let use = flow.use { out += "<use>\(use)</use>" }
         if let id = flow.id { out += "<id>\(id)</id>" }

@@ -128,7 +128,7 @@ import Testing
     /// `--label` on list, in two namespaces that use labels, both tools reading label names from
     /// a connlabel.conf (conntrack 1.4.7 takes names only) laid over /etc in a mount namespace.
     @Test func labelsThroughTheCLIAsConntrack() throws {
-        guard Host.has("nft"), Host.has("unshare") else { return }
+        guard Host.runs(if: Host.has("nft") && Host.has("unshare")) else { return }
         let theirs = try TestNamespace("clb_a")
         defer { theirs.remove() }
         let ours = try TestNamespace("clb_b")
@@ -192,6 +192,17 @@ import Testing
             let b = try labelled(ours, [Host.ctsync, "kernel", "list"] + s)
             let ports = { (r: CommandResult) in Set(r.lines.compactMap(ConntrackLine.init).compactMap { $0.original["sport"] }) }
             #expect(a.status == 0 && b.status == 0 && ports(a) == ports(b), "\(s): conntrack \(a.stdout) | ctsync \(b.stdout)")
+        }
+        // Labelled flows listed with the label map, line for line as conntrack (label names with
+        // -o labels; none in the other formats).
+        for format in ["labels", "extended,labels", "xml,labels", "save", "extended"] {
+            let a = try labelled(theirs, ["conntrack", "-L", "-o", format])
+            let b = try labelled(ours, [Host.ctsync, "-L", "-o", format])
+            let (al, bl) = (
+                ConntrackCommandLineTests.masked(a.stdout, ids: true).sorted(), ConntrackCommandLineTests.masked(b.stdout, ids: true).sorted()
+            )
+            #expect(a.status == b.status && al == bl, "-o \(format):\nconntrack: \(al)\nctsync:    \(bl)")
+            if format == "labels" { #expect(al.contains { $0.contains("labels=five,hundred") }, "\(al)") }
         }
     }
 }

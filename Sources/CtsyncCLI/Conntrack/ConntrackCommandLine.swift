@@ -270,15 +270,16 @@ enum ConntrackCommandLine {
         if line.output.contains(.save) { return SaveFormat.line(flow, prefix: prefix) }
         let command = line.command
         let kernelTimes = line.output.contains(.ktimestamp) && command != .delete && command != .update
+        let labels = command == .delete ? [:] : labelNames(line)
         if line.output.contains(.xml) {
-            let element = FlowXML.element(flow, kernelTimestamps: kernelTimes, showMark: showMark, when: when)
+            let element = FlowXML.element(flow, kernelTimestamps: kernelTimes, showMark: showMark, when: when, labelNames: labels)
             if let event { return "<flow type=\"\(event.lowercased())\">" + element.dropFirst("<flow>".count) }
             return element
         }
         var format = FlowTextFormat(extended: line.output.contains(.extended), showID: line.output.contains(.id))
         format.kernelTimestamps = kernelTimes
         format.showMark = showMark
-        format.labels = .names(command == .delete ? [:] : labelNames(line))
+        format.labels = .names(labels)
         return format.line(flow, event: event)
     }
 
