@@ -162,6 +162,69 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
             #expect(eventually(within: 5) { ((try? conntrackd.client(["-i"]).lines.count) ?? 0) == 1 })
             let theirs = try conntrackd.client(["-s"]).stdout
             #expect(theirs == general, "conntrackd:\n\(theirs)\nctsyncd:\n\(general)")
+            // `-s ct` is `-s`; `-s cache` the stats cache in detail: the same text on both.
+            #expect(try daemon.ctsyncd(["-s", "ct"]).stdout == general)
+            for section in ["ct", "cache"] {
+                let ours = try daemon.ctsyncd(["-s", section]).stdout
+                let theirs = try conntrackd.client(["-s", section]).stdout
+                #expect(theirs == ours, "-s \(section): conntrackd:\n\(theirs)\nctsyncd:\n\(ours)")
+            }
+        }
+    }
+
+    /// A Helper block (user-space helpers, out of scope) does not stop the daemon: it starts,
+    /// and its log says the block is not acted on, and why.
+    @Test func aHelperBlockIsLoggedAsOutOfScope() throws {
+        let ns = try TestNamespace("hlp")
+        defer { ns.remove() }
+        let helper = "Helper {\n    Type ftp inet tcp {\n        QueueNum 5\n        Policy ftp {\n            ExpectMax 1\n        }\n    }\n}\n"
+        let daemon = try TestDaemon(ns) { TestDaemon.config(directory: $0, extra: helper) }
+        defer { daemon.stop() }
+        try daemon.start()
+        let log = { (try? String(contentsOfFile: daemon.logPath, encoding: .utf8)) ?? "" }
+        #expect(
+            eventually(within: 5) { log().contains("Helper: user-space helpers are out of scope for ctsyncd (protocol parsers on NFQUEUE") },
+            "\(log())")
+        #expect(log().contains("use the kernel's helpers (nft ct helper), whose expectations ExpectationSync replicates"), "\(log())")
+        #expect(try daemon.ctsyncd(["-s"]).status == 0)
+    }
+
+    /// A bad configuration stops ctsyncd (and `ctsyncd --check`) with a non-zero status and
+    /// one line naming the file and the line, as conntrackd 1.4.8 and later exit non-zero. Run
+    /// in a namespace: were a file accepted, the daemon would start there, not on the host.
+    @Test func aBadConfigurationExitsNonZeroNamingFileAndLine() throws {
+        let ns = try TestNamespace("badconf")
+        defer { ns.remove() }
+        // Never started: its directory holds the files, its configuration is the good start of each.
+        let holder = try TestDaemon(ns)
+        defer { holder.stop() }
+        let directory = holder.directory
+        let general = TestDaemon.config(directory: directory)
+        let generalLines = general.split(separator: "\n", omittingEmptySubsequences: false).count
+        let link = "    UDP {\n IPv4_address 198.18.0.1\n IPv4_Destination_Address 198.18.0.2\n Port 3780\n Interface lo\n }\n"
+        // Each file, the line its error is on and a word of the message.
+        let cases: [(name: String, text: String, line: Int, says: String)] = [
+            ("syntax", general + "\nSync {\n    Mode FTFW {\n", generalLines + 3, "missing '}'"),
+            ("unknown", general + "\nStats {\n    Frobnicate on\n}\n", generalLines + 2, "unknown option 'Frobnicate'"),
+            (
+                "fivelinks", general + "\nSync {\n    Mode FTFW {\n    }\n" + String(repeating: link, count: 5) + "}\n",
+                generalLines + 4 + 4 * 6, "too many dedicated links"
+            ),
+        ]
+        for c in cases {
+            let path = "\(directory)/\(c.name).conf"
+            try c.text.write(toFile: path, atomically: true, encoding: .utf8)
+            for arguments in [["-C", path], ["--check", "-C", path]] {
+                let r = try ns.exec([Host.ctsyncd] + arguments, timeout: 10)
+                #expect(r.status == 2, "\(arguments): \(r.status) \(r.output)")
+                #expect(r.stdout.isEmpty && r.stderr.split(separator: "\n").count == 1, "\(arguments): \(r.output)")
+                #expect(r.stderr.hasPrefix("ctsyncd: \(path):\(c.line):") && r.stderr.contains(c.says), "\(arguments): \(r.stderr)")
+            }
+            // conntrackd refuses the same files (1.4.7 already exits 1 on these).
+            if Host.has("conntrackd") {
+                let theirs = try ns.exec(["conntrackd", "-C", path], timeout: 10)
+                #expect(theirs.status != 0, "conntrackd on \(c.name): \(theirs.output)")
+            }
         }
     }
 

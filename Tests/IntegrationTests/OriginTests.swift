@@ -95,6 +95,43 @@ import Testing
         #expect(try eventually(within: 3) { try holds(da, port: 2222) })
     }
 
+    /// UDP datagrams that reached the namespace's UDP layer for a multicast group and that no
+    /// socket took (`IgnoredMulti` in its /proc/net/snmp).
+    func ignoredMulticast(_ ns: TestNamespace) throws -> Int {
+        let udp = try ns.exec(["cat", "/proc/net/snmp"]).lines.filter { $0.hasPrefix("Udp: ") }.map { $0.split(separator: " ") }
+        guard udp.count == 2, let i = udp[0].firstIndex(of: "IgnoredMulti"), i < udp[1].count else { return -1 }
+        return Int(udp[1][i]) ?? -1
+    }
+
+    /// conntrackd 1.4.9 binds the multicast socket to the group: a datagram to another group on
+    /// the sync port is not sync, even though a's kernel takes that group on the link; nor is
+    /// the group's own traffic on another interface than the configured one (a's kernel takes
+    /// the group there too). Both reach a's UDP layer and no socket takes them.
+    @Test func multicastTakesOnlyTheGroupOnItsInterface() throws {
+        let pair = try pair("orx")
+        defer { pair.remove() }
+        let other = try pair.addSecondLink()
+        // a's kernel joins another group on the sync link, and the group on the second link.
+        for (group, device) in [("225.0.0.51", "\(pair.linkName)a"), ("225.0.0.50", "\(other)a")] {
+            let command = ["ip", "-n", pair.a.name, "addr", "add", "\(group)/32", "dev", device, "autojoin"]
+            let r = try run(command)
+            try #require(r.status == 0, "\(command): \(r.stderr)")
+        }
+        let (da, _) = try pair.daemons(multicast: true)
+        defer { da.stop() }
+        try da.start()
+        let ignored = try ignoredMulticast(pair.a)
+        try Self.send(Self.forgedMessage(port: 5555), from: "198.18.254.2", to: "225.0.0.51", in: pair.b)
+        try Self.send(Self.forgedMessage(port: 6666), from: "198.18.253.2", to: "225.0.0.50", in: pair.b)
+        #expect(try eventually(within: 3) { try ignoredMulticast(pair.a) >= ignored + 2 }, "the datagrams did not reach a")
+        let sync = try #require(try da.stats()["sync"] as? [String: Any])
+        #expect(sync["datagrams_received"] as? Int == 0, "\(sync)")
+        #expect(try !holds(da, port: 5555) && !holds(da, port: 6666))
+        // To the group, on the configured link: sync.
+        try Self.send(Self.forgedMessage(port: 7777), from: "198.18.254.2", to: "225.0.0.50", in: pair.b)
+        #expect(try eventually(within: 3) { try holds(da, port: 7777) })
+    }
+
     @Test func tcpFromAnotherAddressIsRefusedAndNeverReplacesThePeer() throws {
         let pair = try pair("ort")
         defer { pair.remove() }

@@ -16,14 +16,26 @@ struct SyncPair {
         a = try TestNamespace("\(tag)_a")
         b = try TestNamespace("\(tag)_b")
         let link = "ctt\(getpid() % 100000)"
-        try run(["ip", "link", "add", "\(link)a", "netns", a.name, "type", "veth", "peer", "name", "\(link)b", "netns", b.name])
-        try run(["ip", "-n", a.name, "addr", "add", "198.18.254.1/24", "dev", "\(link)a"])
-        try run(["ip", "-n", b.name, "addr", "add", "198.18.254.2/24", "dev", "\(link)b"])
-        try run(["ip", "-n", a.name, "link", "set", "\(link)a", "up"])
-        try run(["ip", "-n", b.name, "link", "set", "\(link)b", "up"])
+        try Self.join(a, b, name: link, subnet: "198.18.254")
         linkName = link
     }
     let linkName: String
+
+    /// Joins a and b with a veth pair NAMEa / NAMEb: SUBNET.1/24 on a's end, SUBNET.2/24 on b's, both up.
+    static func join(_ a: TestNamespace, _ b: TestNamespace, name: String, subnet: String) throws {
+        try run(["ip", "link", "add", "\(name)a", "netns", a.name, "type", "veth", "peer", "name", "\(name)b", "netns", b.name])
+        for (ns, side, host) in [(a, "a", 1), (b, "b", 2)] {
+            try run(["ip", "-n", ns.name, "addr", "add", "\(subnet).\(host)/24", "dev", "\(name)\(side)"])
+            try run(["ip", "-n", ns.name, "link", "set", "\(name)\(side)", "up"])
+        }
+    }
+
+    /// A second link between a and b, on 198.18.253.0/24; returns its name (without a or b).
+    func addSecondLink() throws -> String {
+        let name = "\(linkName)c"
+        try Self.join(a, b, name: name, subnet: "198.18.253")
+        return name
+    }
 
     /// The Sync section of one side (FTFW over UDP unicast).
     func syncSection(
@@ -84,6 +96,17 @@ struct SyncPair {
         let da = try TestDaemon(a) { TestDaemon.config(directory: $0, extra: sections[0]) }
         let db = try TestDaemon(b) { TestDaemon.config(directory: $0, extra: sections[1]) }
         return (da, db)
+    }
+
+    /// Waits (bounded) until both ends of the link have carrier (operstate UP): the kernel
+    /// reports it a moment after `link set up`, and conntrackd keeps the link status it read at
+    /// its start for `-s link`.
+    func waitForCarrier(within seconds: Double = 5) -> Bool {
+        eventually(within: seconds) {
+            [(a, "a"), (b, "b")].allSatisfy { ns, side in
+                ((try? run(["ip", "-n", ns.name, "-o", "link", "show", "dev", "\(linkName)\(side)"]))?.stdout ?? "").contains(" state UP ")
+            }
+        }
     }
 
     /// Drops `percent` % of the sync datagrams arriving in `namespace` (nftables; no netem here).
@@ -249,12 +272,7 @@ func variedPair(_ pair: SyncPair) throws -> (onA: [Flow], onB: [Flow]) {
     @Test func secondLinkTakesOverWhenTheFirstGoesDown() throws {
         let pair = try SyncPair("mlk")
         defer { pair.remove() }
-        let second = "\(pair.linkName)c"
-        try run(["ip", "link", "add", "\(second)a", "netns", pair.a.name, "type", "veth", "peer", "name", "\(second)b", "netns", pair.b.name])
-        try run(["ip", "-n", pair.a.name, "addr", "add", "198.18.253.1/24", "dev", "\(second)a"])
-        try run(["ip", "-n", pair.b.name, "addr", "add", "198.18.253.2/24", "dev", "\(second)b"])
-        try run(["ip", "-n", pair.a.name, "link", "set", "\(second)a", "up"])
-        try run(["ip", "-n", pair.b.name, "link", "set", "\(second)b", "up"])
+        let second = try pair.addSecondLink()
         func section(_ side: String, _ local: String, _ peer: String) -> String {
             """
             Sync {
@@ -680,6 +698,7 @@ struct ConntrackdInteropTests {
         let (da, dbConfigOnly) = try pair.daemons(multicast: multicast, mode: mode, transport: transport)
         defer { da.stop() }
         try da.start()
+        #expect(pair.waitForCarrier())
         let conntrackd = try ConntrackdProcess(pair.b, config: dbConfigOnly)
         defer { conntrackd.stop() }
         #expect(conntrackd.answers(within: 10))
@@ -717,5 +736,12 @@ struct ConntrackdInteropTests {
         #expect(networkErrors(network) == 0, "\(network)")
         let theirs = try conntrackd.client(["-s", "network"]).stdout
         #expect(theirs.contains("Malformed messages:") && networkErrors(theirs) == 0, "conntrackd: \(theirs)")
+        // -s, -s network and -s link in conntrackd's layout for this link: the channel's
+        // heading and fields as conntrackd prints them on the other end (figures masked).
+        for section in [[], ["network"], ["link"]] {
+            let ours = statsLayout(try da.ctsyncd(["-s"] + section).stdout, device: "\(pair.linkName)a")
+            let theirs = statsLayout(try conntrackd.client(["-s"] + section).stdout, device: "\(pair.linkName)b")
+            #expect(ours.contains("DEVICE") && ours == theirs, "-s \(section): conntrackd:\n\(theirs)\nctsyncd:\n\(ours)")
+        }
     }
 }

@@ -195,6 +195,12 @@ func networkErrors(_ text: String) -> Int {
     }.compactMap { Int($0.split(separator: "\t").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "") }.reduce(0, +)
 }
 
+/// A `-s` answer with its figures and the sync link's device masked: the layout alone
+/// (headings, fields, their order), to compare two daemons on the two ends of one link.
+func statsLayout(_ text: String, device: String) -> String {
+    text.replacingOccurrences(of: device, with: "DEVICE").replacingOccurrences(of: "[ ]*[0-9]+", with: "#", options: .regularExpression)
+}
+
 /// Polls (bounded) until `got()` equals `want()`; on failure says what differs.
 func agree(within seconds: Double, _ got: () throws -> Set<LineEssentials>, _ want: () throws -> Set<LineEssentials>) -> (Bool, String) {
     var last: (Set<LineEssentials>, Set<LineEssentials>) = ([], [])
