@@ -139,7 +139,8 @@ func variedFlows(offset: Int = 0) -> [Flow] {
 }
 
 /// What two daemons' dumps in conntrack's line layout must agree on for one flow: both tuples
-/// (so NAT), the protocol state, mark and zone. Parsed from the text, so the same parser reads
+/// (so NAT), the protocol state, the ASSURED and UNREPLIED status, mark, zone and labels. Parsed
+/// from the text, so the same parser reads
 /// conntrackd's dumps and ctsync's own rendering of kernel flows.
 struct LineEssentials: Hashable, CustomStringConvertible {
     var proto: String
@@ -148,6 +149,8 @@ struct LineEssentials: Hashable, CustomStringConvertible {
     var reply: [String: String]
     var mark: String
     var zone: String
+    var status: Set<String>
+    var labels: String
 
     init(_ line: ConntrackLine) {
         proto = line.proto
@@ -156,6 +159,8 @@ struct LineEssentials: Hashable, CustomStringConvertible {
         reply = line.reply.filter { ["src", "dst", "sport", "dport", "type", "code", "id"].contains($0.key) }
         mark = line.other["mark"] ?? "0"
         zone = line.other["zone"] ?? "0"
+        status = line.flags.intersection(["[ASSURED]", "[UNREPLIED]"])
+        labels = line.other["labels"] ?? ""
     }
 
     /// A kernel flow as conntrack prints it, parsed back.
@@ -165,13 +170,18 @@ struct LineEssentials: Hashable, CustomStringConvertible {
         self.init(ConntrackLine(FlowTextFormat().line(f))!)
     }
 
-    var description: String { "\(proto) \(state ?? "-") \(original) \(reply) mark=\(mark) zone=\(zone)" }
+    var description: String {
+        "\(proto) \(state ?? "-") \(original) \(reply) \(status.sorted().joined(separator: " ")) mark=\(mark) zone=\(zone) labels=\(labels)"
+    }
 
-    /// The same without the reply tuple: conntrackd's cache dump (`-e`) prints only the original
-    /// (its NAT shows when it commits; WireInteropTests checks that).
+    /// What conntrackd's cache dump (`-e`) shows: the original tuple only (its NAT shows when
+    /// it commits; WireInteropTests checks that), and no labels (it prints them only with a
+    /// label map, which it does not load; the labels it receives travel: the other direction
+    /// compares them).
     var withoutReply: LineEssentials {
         var e = self
         e.reply = [:]
+        e.labels = ""
         return e
     }
 

@@ -95,7 +95,7 @@ one_run() {
     local passed=false
     if [ "$gate" = 1 ]; then
         $survived || fail "the connection did not survive (counter $counter_before -> ${counter_after:-?}, server reset: $reset)"
-        [ "$rst" = 0 ] || fail "fw2 sent or forwarded $rst resets"
+        [ "$rst" = 0 ] || fail "fw2 sent or forwarded $rst resets or ICMP errors"
         $committed || fail "fw2's notify script did not commit"
     else
         $reset || [ "$rst" -gt 0 ] || fail "control: no reset without the gate: the test cannot tell"

@@ -46,8 +46,9 @@
 # the server-side VIP: the connection lives on NAT state that only the commit brings to the
 # new master), FO_PUSH=S (the server pushes a line every S seconds and the client only reads,
 # instead of the client's echoed counter), FO_GATE=0|1 (CTSYNC_GATE for the notify script:
-# the takeover gate; unset = the script's default). Each firewall counts the TCP resets it
-# sends or forwards (fo_rst_count). FO_TRACK_HEALTH=1: keepalived tracks `ctsync health` as the
+# the takeover gate; unset = the script's default). Each firewall counts the TCP resets and the
+# ICMP errors to the client or the server it sends or forwards (fo_rst_count).
+# FO_TRACK_HEALTH=1: keepalived tracks `ctsync health` as the
 # shipped conf/keepalived/keepalived.conf does (weight -60, init_fail); FO_HASHLIMIT_FW1/FW2: the
 # daemons' HashLimit (131072).
 # Every wait is a bounded poll; processes are killed by PID only (ours, or those living in our
@@ -179,13 +180,24 @@ table inet ctfo {
     }
 }
 NFT
-        # Resets this firewall sends (output) or forwards: a takeover must not cause any.
+        # Resets and ICMP errors this firewall sends (output) or forwards towards the client or
+        # the server: a takeover must not cause any.
         _fo_must fo_in "$fw" nft -f - <<NFT
 table inet ctfo_rst {
     counter sent { }
     counter forwarded { }
-    chain output { type filter hook output priority -300; tcp flags & rst == rst counter name sent; }
-    chain forward { type filter hook forward priority -300; tcp flags & rst == rst counter name forwarded; }
+    counter icmp_sent { }
+    counter icmp_forwarded { }
+    chain output {
+        type filter hook output priority -300;
+        tcp flags & rst == rst counter name sent
+        ip daddr { $FO_CLIENT_IP, $FO_SERVER_IP } icmp type { destination-unreachable, time-exceeded, parameter-problem } counter name icmp_sent
+    }
+    chain forward {
+        type filter hook forward priority -300;
+        tcp flags & rst == rst counter name forwarded
+        ip daddr { $FO_CLIENT_IP, $FO_SERVER_IP } icmp type { destination-unreachable, time-exceeded, parameter-problem } counter name icmp_forwarded
+    }
 }
 NFT
         if [ "$FO_NAT" = 1 ]; then
@@ -484,7 +496,8 @@ fo_report() {
 fo_flow_pattern() {
     echo "src=$FO_CLIENT_IP dst=$FO_CONNECT_IP sport=$(fo_client_port "$1") dport=$FO_PORT"
 }
-# fo_rst_count FW: TCP resets FW has sent or forwarded since its ruleset was loaded
+# fo_rst_count FW: TCP resets and ICMP errors (to the client or the server) FW has sent or
+# forwarded since its ruleset was loaded
 fo_rst_count() {
     fo_in "$1" nft list table inet ctfo_rst 2>/dev/null | awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
 }
