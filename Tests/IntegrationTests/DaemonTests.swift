@@ -28,6 +28,25 @@ func burst(_ count: Int, base: UInt32 = 0xC612_0000) -> [Flow] {
 }
 
 @Suite(.serialized, requiresNamespaces) struct DaemonTests {
+    /// logrotate renames the log file and sends SIGHUP: the daemon opens the file again at its
+    /// path and goes on writing there, not into the renamed one.
+    @Test func sighupReopensTheLogFile() throws {
+        let ns = try TestNamespace("hup")
+        defer { ns.remove() }
+        let daemon = try TestDaemon(ns)
+        defer { daemon.stop() }
+        try daemon.start()
+        let path = daemon.directory + "/ctsyncd.log"
+        func text(_ p: String) -> String { (try? String(contentsOfFile: p, encoding: .utf8)) ?? "" }
+        #expect(eventually(within: 5) { !text(path).isEmpty })
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        kill(daemon.process.processIdentifier, SIGHUP)
+        #expect(eventually(within: 5) { text(path).contains("log files reopened") }, "\(text(path + ".1"))")
+        #expect(!text(path + ".1").contains("log files reopened"))
+        #expect(daemon.process.isRunning)
+        #expect(try daemon.ctsyncd(["-s"]).status == 0)
+    }
+
     @Test func cacheFollowsTheKernel() throws {
         let ns = try TestNamespace("dmn")
         defer { ns.remove() }

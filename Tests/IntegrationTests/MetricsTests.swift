@@ -90,5 +90,32 @@ import Testing
         let linkLines = top.stdout.split(separator: "\n").filter { $0.hasPrefix("\(pair.linkName)b") }
         #expect(linkLines.count == 2 && linkLines.allSatisfy { $0.contains("udp") && $0.contains("up") && $0.contains("yes") }, "\(top.stdout)")
         #expect(linkLines.last.map { !$0.contains(" -  ") } == true, "\(top.stdout)")
+        // On a terminal it refreshes until q: run it on a pseudo-terminal, press q after its
+        // first frame, and it must end (bounded) with status 0.
+        let onTerminal = """
+            import os, pty, select, sys, time
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.execv(sys.argv[1], sys.argv[1:])
+            seen, deadline = b"", time.time() + 10
+            while b"ctsync top - " not in seen and time.time() < deadline:
+                if select.select([fd], [], [], 0.2)[0]:
+                    seen += os.read(fd, 65536)
+            os.write(fd, b"q")
+            while time.time() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    print("exit", os.waitstatus_to_exitcode(status))
+                    sys.exit(0)
+                if select.select([fd], [], [], 0.1)[0]:
+                    try:
+                        os.read(fd, 65536)
+                    except OSError:
+                        pass
+            os.kill(pid, 9)
+            print("still running")
+            """
+        let interactive = try pair.b.exec(["python3", "-c", onTerminal, Host.ctsync, "top", "-i", "0.2", "-C", db.configPath], timeout: 20)
+        #expect(interactive.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "exit 0", "\(interactive.stdout) \(interactive.stderr)")
     }
 }

@@ -109,3 +109,25 @@ import Testing
         }
     }
 }
+
+/// ctsyncd(8) describes every flag the parser takes (read from the parser's source, so a flag
+/// added without its manual entry fails here).
+@Suite struct DaemonManualTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    @Test func ctsyncdManualNamesEveryFlag() throws {
+        let parser = try String(contentsOfFile: Self.root + "/Sources/SyncDaemon/Daemon/DaemonArguments.swift", encoding: .utf8)
+        let manual = try String(contentsOfFile: Self.root + "/docs/man/ctsyncd.8", encoding: .utf8)
+        let cases = parser.split(separator: "\n").filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("case \"-") }
+        let flags = cases.flatMap { line in
+            line.split(separator: "\"").enumerated().filter { $0.offset % 2 == 1 }.map(\.element).filter { $0.hasPrefix("-") }
+        }
+        #expect(flags.count >= 17, "\(flags)")
+        let entries = manual.split(separator: "\n").filter { $0.hasPrefix(".B") || $0.hasPrefix(".TP") || $0.contains("\\fB") }
+        for flag in flags {
+            let escaped = flag.replacingOccurrences(of: "-", with: "\\-")
+            #expect(entries.contains { $0.contains(escaped) }, "docs/man/ctsyncd.8 does not describe \(flag)")
+        }
+    }
+}

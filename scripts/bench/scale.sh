@@ -8,7 +8,8 @@
 #   sudo scripts/bench/scale.sh 50000 100000            (what CI runs, for the counts)
 #
 # 1. table:    FLOWS flows written into a's kernel at its batched rate (--generate); the time
-#              until b's external cache holds every one, and that it holds exactly them.
+#              until b's external cache holds every one, and that it holds exactly them (the
+#              same flows, compared tuple by tuple, after the bulk and the commit too).
 # 2. bulk:     b restarted; the time from its start until a's bulk resync has refilled it.
 # 3. commit:   a stopped and its kernel emptied (nf_conntrack_max is shared by all namespaces);
 #              b commits its external cache: the rate, beside the kernel's batched insert
@@ -17,7 +18,7 @@
 #              (scripts/bench/synthetic_peer.py): the count, and b's RSS.
 # 5. dump:     b's external cache dumped over the control socket (`-e`): the lines, and b's
 #              RSS sampled every 10 ms meanwhile (a streamed dump keeps it flat).
-# Every count must be exact, or the script exits 1; the times and sizes are printed beside
+# Every count and set must be exact, or the script exits 1; the times and sizes are printed beside
 # their goals (docs/benchmarks.md), not judged: CI's machine is shared.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +34,20 @@ bench_poll_script
 failed=0
 check() {  # what got expected
     if [ "$2" = "$3" ]; then echo "  ok: $1 $2"; else echo "  MISMATCH: $1 $2, expected $3"; failed=1; fi
+}
+# keys FILE: the sorted original tuples (protocol, addresses, ports) of a JSON flow listing.
+keys() {
+    python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    o = json.loads(line); t = o["original"]
+    if t["src"].startswith("198.18.254."): continue  # the sync link itself
+    print(o.get("proto"), t["src"], t["dst"], t.get("sport"), t.get("dport"))' "$1" | sort
+}
+same() {  # what FILE1 FILE2: the same flows, not only as many
+    local missing extra
+    missing=$(comm -23 <(keys "$2") <(keys "$3") | wc -l); extra=$(comm -13 <(keys "$2") <(keys "$3") | wc -l)
+    if [ "$missing" = 0 ] && [ "$extra" = 0 ]; then echo "  ok: $1: the same flows"; else echo "  MISMATCH: $1: $missing missing, $extra extra"; failed=1; fi
 }
 seconds_since() { python3 -c "import time,sys; print('%.3f' % (time.time() - float(sys.argv[1])))" "$1"; }
 start_daemon() {  # side -> pid in $started
@@ -62,6 +77,9 @@ started=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['started'])
 wait_external "$work/b.ctl" "$flows" 120 >/dev/null || true
 echo "  replicated in $(seconds_since "$started") s from the first kernel write (kernel insert: $insert_rate flows/s)"
 check "b's external cache" "$(external "$work/b.ctl")" "$flows"
+ip netns exec "$a" "$bin/ctsync" kernel list -o json > "$work/a-kernel.json"
+ip netns exec "$b" "$bin/ctsync" cache external -o json -C "$work/b.conf" > "$work/b-external.json"
+same "b's external cache against a's kernel" "$work/a-kernel.json" "$work/b-external.json"
 
 echo "2. bulk"
 stop_daemon "$pb"
@@ -70,6 +88,8 @@ start_daemon b; pb=$started
 wait_external "$work/b.ctl" "$flows" 60 >/dev/null || true
 echo "  b restarted and refilled in $(seconds_since "$t0") s (from the start of its process)"
 check "b's external cache after the bulk" "$(external "$work/b.ctl")" "$flows"
+ip netns exec "$b" "$bin/ctsync" cache external -o json -C "$work/b.conf" > "$work/b-external.json"
+same "b's external cache after the bulk against a's kernel" "$work/a-kernel.json" "$work/b-external.json"
 
 echo "3. commit"
 stop_daemon "$pa"
@@ -80,6 +100,8 @@ commit_seconds=$(seconds_since "$t0")
 python3 -c "import sys; f, s, k = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print('  committed in %.3f s: %.0f flows/s, %.2fx the kernel batched insert rate' % (s, f / s, f / s / k))" \
     "$flows" "$commit_seconds" "$insert_rate"
 check "b's kernel" "$(ip netns exec "$b" "$bin/ctsync" kernel count)" "$flows"
+ip netns exec "$b" "$bin/ctsync" kernel list -o json > "$work/b-kernel.json"
+same "b's kernel after the commit against a's before" "$work/a-kernel.json" "$work/b-kernel.json"
 stop_daemon "$pb"
 ip netns exec "$b" "$bin/ctsync" kernel flush >/dev/null 2>&1
 
