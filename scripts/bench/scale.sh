@@ -77,8 +77,8 @@ started=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['started'])
 wait_external "$work/b.ctl" "$flows" 120 >/dev/null || true
 echo "  replicated in $(seconds_since "$started") s from the first kernel write (kernel insert: $insert_rate flows/s)"
 check "b's external cache" "$(external "$work/b.ctl")" "$flows"
-ip netns exec "$a" "$bin/ctsync" kernel list -o json > "$work/a-kernel.json"
-ip netns exec "$b" "$bin/ctsync" cache external -o json -C "$work/b.conf" > "$work/b-external.json"
+ip netns exec "$a" "$bin/ctsync" kernel list -o json 2>/dev/null > "$work/a-kernel.json"
+ip netns exec "$b" "$bin/ctsync" cache external -o json -C "$work/b.conf" 2>/dev/null > "$work/b-external.json"
 same "b's external cache against a's kernel" "$work/a-kernel.json" "$work/b-external.json"
 
 echo "2. bulk"
@@ -88,7 +88,7 @@ start_daemon b; pb=$started
 wait_external "$work/b.ctl" "$flows" 60 >/dev/null || true
 echo "  b restarted and refilled in $(seconds_since "$t0") s (from the start of its process)"
 check "b's external cache after the bulk" "$(external "$work/b.ctl")" "$flows"
-ip netns exec "$b" "$bin/ctsync" cache external -o json -C "$work/b.conf" > "$work/b-external.json"
+ip netns exec "$b" "$bin/ctsync" cache external -o json -C "$work/b.conf" 2>/dev/null > "$work/b-external.json"
 same "b's external cache after the bulk against a's kernel" "$work/a-kernel.json" "$work/b-external.json"
 
 echo "3. commit"
@@ -100,7 +100,7 @@ commit_seconds=$(seconds_since "$t0")
 python3 -c "import sys; f, s, k = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print('  committed in %.3f s: %.0f flows/s, %.2fx the kernel batched insert rate' % (s, f / s, f / s / k))" \
     "$flows" "$commit_seconds" "$insert_rate"
 check "b's kernel" "$(ip netns exec "$b" "$bin/ctsync" kernel count)" "$flows"
-ip netns exec "$b" "$bin/ctsync" kernel list -o json > "$work/b-kernel.json"
+ip netns exec "$b" "$bin/ctsync" kernel list -o json 2>/dev/null > "$work/b-kernel.json"
 same "b's kernel after the commit against a's before" "$work/a-kernel.json" "$work/b-kernel.json"
 stop_daemon "$pb"
 ip netns exec "$b" "$bin/ctsync" kernel flush >/dev/null 2>&1
