@@ -337,7 +337,7 @@ enum ConntrackCommandLine {
                         writeStandardError("WARNING: We have hit ENOBUFS! We are losing events.\n")
                         continue
                     }
-                    sink.line(stamped(ExpectationText.line(e, event: name), line.output.contains(.timestamp)))
+                    sink.line(stamped(ExpectationText.line(e, event: name), line.output.contains(.timestamp), expectation: true))
                     shown += 1
                 }
                 sink.flush()
@@ -357,12 +357,14 @@ enum ConntrackCommandLine {
         }
     }
 
-    /// `-o timestamp`: an event line after conntrack's `[seconds.microseconds]` and a tab.
-    static func stamped(_ text: String, _ stamp: Bool) -> String {
+    /// `-o timestamp`: an event line after conntrack's `[seconds.microseconds]` and a tab. conntrack
+    /// 1.4.7 writes the microseconds of a flow event zero-padded (`%-.6ld`) and those of an
+    /// expectation event left-aligned in six columns (`%-6ld`).
+    static func stamped(_ text: String, _ stamp: Bool, expectation: Bool = false) -> String {
         guard stamp else { return text }
         var now = timeval()
         gettimeofday(&now, nil)
-        return "[\(now.tv_sec).\(String(format: "%06ld", now.tv_usec))]\t" + text
+        return "[\(now.tv_sec).\(String(format: expectation ? "%-6ld" : "%06ld", now.tv_usec))]\t" + text
     }
 
     /// -E: events until Ctrl-C (or SIGTERM), filtered as -L filters.
