@@ -154,6 +154,8 @@ public struct FlowLabels: Hashable, Sendable {
         if bit < 64 { words.0 &= ~(1 << UInt64(bit)) } else { words.1 &= ~(1 << UInt64(bit - 64)) }
     }
     public var bits: [Int] { (0...Self.maxBit).filter { contains($0) } }
+    /// The names the label map gives the set bits, in bit order (bits without a name left out).
+    public func names(in map: [Int: String]) -> [String] { bits.compactMap { map[$0].flatMap { $0.isEmpty ? nil : $0 } } }
     public static func == (a: FlowLabels, b: FlowLabels) -> Bool { a.words == b.words }
     public func hash(into h: inout Hasher) {
         h.combine(words.0)

@@ -119,7 +119,7 @@ public struct FlowTextFormat: Sendable {
                 // libnetfilter_conntrack's: "labels=" and "NAME," each, then the last byte
                 // (the comma, or the "=" when no bit has a name) becomes the space.
                 text("labels=", &out)
-                for bit in flow.labels.bits { if let name = names[bit], !name.isEmpty { out.append(contentsOf: (name + ",").utf8) } }
+                for name in flow.labels.names(in: names) { out.append(contentsOf: (name + ",").utf8) }
                 out.removeLast()
                 out.append(32)
             case .names: break

@@ -22,7 +22,7 @@ public enum FlowXML {
         if showMark { out += "<mark>\(flow.mark)</mark>" }
         if !labelNames.isEmpty, !flow.labels.isEmpty {
             out += "<labels>"
-            for bit in flow.labels.bits { if let name = labelNames[bit], !name.isEmpty { out += "<label>\(name)</label>" } }
+            for name in flow.labels.names(in: labelNames) { out += "<label>\(name)</label>" }
             out += "</labels>"
         }
         if flow.zone != 0 { out += "<zone>\(flow.zone)</zone>" }
