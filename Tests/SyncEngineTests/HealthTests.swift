@@ -67,6 +67,38 @@ import Testing
         #expect(verdict(sim.b, sim).healthy, "\(verdict(sim.b, sim))")
     }
 
+    /// A peer whose table never stops changing (a busy firewall) is never quiet: its table,
+    /// asked for after its restart, is still judged in (by how many flows came since the
+    /// answer), the node turns healthy while the churn goes on, and the ghosts of flows that
+    /// ended while the peer was down are swept. Before, health waited for a quiet second that
+    /// never came, the table was asked for again every 30 s, and the ghosts stayed.
+    @Test func aTableUnderSteadyChurnIsJudgedInAndGhostsGo() {
+        let sim = Cluster(seed: 55, drop: 0)
+        #expect(sim.run(busy: 80))
+        for _ in 0..<200 { sim.step() }
+        // Flows that end on b while its daemon is down: their ends are never announced.
+        let gone = Array(sim.live[1].keys.sorted().prefix(10))
+        for id in gone {
+            sim.live[1].removeValue(forKey: id)
+            sim.b.destroy(simFlow(id, version: 0, node: 1).key, now: sim.now, silently: true)
+        }
+        sim.restart(1, sequence: 4242)
+        var pending = false
+        var healthyAgain = false
+        for _ in 0..<3500 {  // 35 s, b changing one flow every 10 ms all along
+            sim.churn(1, on: [1])
+            sim.step()
+            let v = sim.a.node.health(now: sim.now)
+            if !v.healthy && v.reasons.contains(where: { $0.contains("asked for again") }) { pending = true }
+            if pending && v.healthy { healthyAgain = true }
+        }
+        #expect(pending && healthyAgain, "\(sim.a.node.health(now: sim.now))")
+        let ghosts = gone.filter { sim.a.node.externalCache[simFlow($0, version: 0, node: 1).key] != nil }
+        #expect(ghosts.isEmpty, "\(ghosts.count) ghosts of flows b ended while down")
+        let asks = sim.a.logs.filter { $0.1.contains("has not come in whole: asking again") }.count
+        #expect(asks == 0, "the table was asked for again \(asks) times")
+    }
+
     @Test func aFullExternalCacheIsReported() {
         let sim = Cluster(seed: 54, drop: 0, hashLimits: [0: 20])
         sim.churn(200, on: [1])
@@ -173,6 +205,22 @@ import Testing
         sim.network.drop = 0
         #expect(sim.settle(seconds: 60), "\(sim.report) \(sim.b.logs.suffix(8)) \(sim.a.logs.suffix(4))")
         #expect(sim.b.logs.contains { $0.1.contains("lost beyond repair") }, "\(sim.b.logs.suffix(6))")
+    }
+}
+
+extension UnrecoveredLossTests {
+    /// Loss that never stops (a peer, or a stranger, opening gaps all along) asks for the table
+    /// at most once every 30 s: it cannot make the peer send its table over and over.
+    @Test func tableRequestsForLossAreRateLimited() {
+        let sim = Cluster(seed: 66, mode: .notrack, drop: 0)
+        #expect(sim.run(busy: 20), "\(sim.report)")
+        sim.network.drop = 30
+        for _ in 0..<6000 {  // 60 s of churn under 30 % loss
+            sim.churn(2, on: [0])
+            sim.step()
+        }
+        let requests = sim.b.logs.filter { $0.1.contains("lost beyond repair") }.count
+        #expect(requests >= 2 && requests <= 3, "\(requests) table requests in 60 s")
     }
 }
 

@@ -125,12 +125,22 @@ extension SyncNode {
             if case .ftfw? = settings.sync?.mode { reliable = true } else { reliable = false }
             // FTFW: the peer acknowledged the request, then its flows stopped for a while.
             // NOTRACK: no acknowledgements: the peer was heard after the request and then
-            // went quiet.
+            // went quiet. A peer whose own table keeps changing is never quiet: then the table is
+            // in once no more flows came since the answer than a bulk sends at its slowest in
+            // that time (`bulkMinimumFlowsPerSecond`), and at the latest after a minute.
             let acknowledged = reliable && tableRequestExplicit
             let answered = acknowledged ? (tableAcknowledgedAt.map { $0 >= requested } ?? false) : true
-            let since = max(acknowledged ? tableAcknowledgedAt ?? requested : requested, lastFlowFromPeer ?? .min)
-            if answered && now - since >= Self.tableQuietMilliseconds {
+            let answeredAt = acknowledged ? tableAcknowledgedAt ?? requested : requested
+            let since = max(answeredAt, lastFlowFromPeer ?? .min)
+            let sinceAnswer = now - answeredAt
+            let received = Int64(flowsFromPeer &- flowsAtTableRequest)
+            let quiet = now - since >= Self.tableQuietMilliseconds
+            let paced = sinceAnswer >= Self.tableChurnMilliseconds && received * 1000 <= sinceAnswer * Self.bulkMinimumFlowsPerSecond
+            if answered && (quiet || paced || sinceAnswer >= Self.tableLongestMilliseconds) {
                 tableRequestedAt = nil
+                // Under churn the sweep after a restart or a loss cannot wait for quiet either:
+                // it goes now that the table is in.
+                if !quiet, stale != nil, staleResyncAcknowledged { sweepStale(now: now, environment: env, tableIn: true) }
                 if !initialSyncComplete {
                     env.log(.notice, "in sync: the peer's table has come in (\(externalCache.count) flows)")
                 } else if tableRequestForLoss {
@@ -161,8 +171,8 @@ extension SyncNode {
         let counters = mode!.counters
         let heardRecently = peerHeardAt.map { now - $0 < Self.peerSilenceMilliseconds } ?? false
         if counters.resendQueueOverflows != overflowsSeen {
-            if givenUpSince == nil {
-                givenUpSince = now
+            if !givenUp {
+                givenUp = true
                 env.log(
                     .warning,
                     "\(counters.resendQueueOverflows &- overflowsSeen) of our messages given up unacknowledged (resend queue full): the peer lacks them until our table goes again, once it acknowledges"
@@ -171,8 +181,8 @@ extension SyncNode {
             overflowsSeen = counters.resendQueueOverflows
         }
         let acknowledging = mode!.unacknowledgedSince.map { now - $0 < Self.tableQuietMilliseconds } ?? true
-        if givenUpSince != nil, heardRecently, acknowledging, now >= nextLossBulk {
-            givenUpSince = nil
+        if givenUp, heardRecently, acknowledging, now >= nextLossBulk {
+            givenUp = false
             nextLossBulk = now + Self.lossBulkMilliseconds
             stallRepairs &+= 1
             let sent = sendBulk(environment: env) ?? 0
@@ -209,6 +219,19 @@ extension SyncNode {
         tableRequestExplicit = true
         mode!.requestResync()
     }
+
+    /// A flow message of the peer was taken.
+    mutating func notePeerFlow(_ now: Int64) {
+        lastFlowFromPeer = now
+        flowsFromPeer &+= 1
+    }
+
+    /// A table asked for under churn: judged no sooner than this after the answer, and at the
+    /// latest this long after it; a bulk sends at least this many flows a second (ctsyncd and
+    /// conntrackd send 100,000 and more on a healthy link).
+    static let tableChurnMilliseconds: Int64 = 2000
+    static let tableLongestMilliseconds: Int64 = 60_000
+    static let bulkMinimumFlowsPerSecond: Int64 = 10_000
 
     static let lossAfterSilenceMilliseconds: Int64 = 2000
     static let lossBulkMilliseconds: Int64 = 10_000

@@ -152,20 +152,20 @@ extension SyncNode {
             }
         case .apply(let kind, let flow) where injects:
             injectQueue.append((kind, flow))
-            lastFlowFromPeer = now
+            notePeerFlow(now)
         case .apply(.destroy, let flow):
             externalCache.remove(flow)
             stale?.remove(flow.key)
             lastPeerData = now
-            lastFlowFromPeer = now
+            notePeerFlow(now)
         case .apply(_, let flow):
             if case .rejected = externalCache.store(flow, now: now / 1000) { refused(now: now, environment: env) }
             stale?.remove(flow.key)
             lastPeerData = now
-            lastFlowFromPeer = now
+            notePeerFlow(now)
         case .applyExpectation(let message):
             applyExpectation(message, now: now, environment: env)
-            if message.kind != .destroy || !injects { lastFlowFromPeer = now }
+            if message.kind != .destroy || !injects { notePeerFlow(now) }
         case .bulkRequested:
             bulkOwed = true
             if now >= lastBulk + Self.bulkIntervalMilliseconds { sendRequestedBulk(now: now, environment: env) }
@@ -246,8 +246,10 @@ extension SyncNode {
     /// startup announcement, or the answer to our resync request). Once it has been quiet for
     /// `staleSweepMilliseconds`, the flows it did not announce go: conntrackd keeps them forever,
     /// the ghosts of connections that ended while the peer was down.
-    mutating func sweepStale(now: Int64, environment env: some SyncNodeEnvironment) {
-        guard let keys = stale, staleResyncAcknowledged, now - lastPeerData >= Self.staleSweepMilliseconds else { return }
+    /// `tableIn`: the table asked for has been judged in (`followSyncProgress`) while the peer's
+    /// flows keep coming (its own churn): no quiet time to wait for.
+    mutating func sweepStale(now: Int64, environment env: some SyncNodeEnvironment, tableIn: Bool = false) {
+        guard let keys = stale, staleResyncAcknowledged, tableIn || now - lastPeerData >= Self.staleSweepMilliseconds else { return }
         stale = nil
         if let lost = sweepUnlessLostFrom {
             sweepUnlessLostFrom = nil

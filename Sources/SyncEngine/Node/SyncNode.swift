@@ -147,7 +147,13 @@ public struct SyncNode: Sendable {
     /// last arrived and one was last refused, whether the first table has come in whole.
     public internal(set) var peerHeardAt: Int64?
     var peerSilenceLogged = false
-    var tableRequestedAt: Int64?
+    var tableRequestedAt: Int64? {
+        didSet { if tableRequestedAt != nil && tableRequestedAt != oldValue { flowsAtTableRequest = flowsFromPeer } }
+    }
+    /// Flow messages taken from the peer so far, and when its table was last asked for: how
+    /// many came since (`followSyncProgress` judges a table under churn by it).
+    var flowsFromPeer = 0
+    var flowsAtTableRequest = 0
     var tableRequestPending = false
     /// The table was asked for with a RESYNC (acknowledged in FTFW), not only announced by our
     /// HELLO at start (the peer then sends it unasked).
@@ -162,11 +168,11 @@ public struct SyncNode: Sendable {
     public internal(set) var stallRepairs = 0
     var nextSilenceSwitch: Int64 = .min / 2
     /// Unrecovered loss (`SyncNode+Health.swift`): our messages the mode gave up unacknowledged
-    /// (its resend queue full) seen so far, and since when the peer's copy may lack them;
+    /// (its resend queue full) seen so far, and whether the peer's copy may lack some now;
     /// the peer's messages lost (gaps) seen so far, and what was lost when it was last heard
     /// again after a silence; whether the table asked for was asked for because of a loss.
     var overflowsSeen = 0
-    var givenUpSince: Int64?
+    var givenUp = false
     var lostSeen = 0
     var lostAtSilenceEnd: (lost: Int, until: Int64)?
     var tableRequestForLoss = false
